@@ -1,0 +1,47 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# CPU build for tests/CI; for GPUs: make TORCH_SPEC='torch' (a CUDA build) ...
+TORCH_SPEC ?= torch==2.13.0
+DURATION ?=
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test unit integration venv data schemas lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+.data/ml-100k/ml-100k.inter: | $(VENV)/.installed
+	$(PY) -m model.data fetch .data
+
+data: .data/ml-100k/ml-100k.inter
+
+run: venv data
+	$(PY) -m instructrec run $(if $(DURATION),--duration $(DURATION)) $(RUN_ARGS)
+
+test: venv data
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv data
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv data
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+schemas: venv
+	$(PY) -m schemas.export
+
+lint: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy instructrec schemas streams workers model
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info

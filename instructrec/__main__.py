@@ -1,0 +1,3 @@
+from instructrec.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,229 @@
+"""Command line: ``instructrec <command> --help``.
+
+Components (stream-worker, pool, replay, trigger, tail, create-topics) talk to the
+cluster named by ``KAFKA_BOOTSTRAP_SERVERS``; ``run`` and ``broker`` start the embedded
+broker when it is unset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+
+import orjson
+
+from instructrec.errors import InstructRecError
+from instructrec.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from instructrec.logs import configure_logging
+    from instructrec.replay import ReplayConfig
+    from instructrec.runner import RunOptions, print_summary, run_all
+
+    settings = _settings()
+    configure_logging(settings.log_format, "WARNING")
+    options = RunOptions(
+        duration=args.duration or None,
+        rate=args.rate,
+        replay=ReplayConfig(start=args.start, events=args.events, trigger_every=args.trigger_every),
+        quiet=args.quiet,
+    )
+    summary = run_all(settings, options)
+    print_summary(summary)
+    return 0 if summary.get("unanswered", 1) == 0 else 1
+
+
+def cmd_stream_worker(args: argparse.Namespace) -> int:
+    from streams.worker import run_stream_worker
+
+    return run_stream_worker(_settings())
+
+
+def cmd_pool(args: argparse.Namespace) -> int:
+    from workers.pool import run_pool
+
+    overrides = {}
+    if args.workers:
+        overrides["pool_workers"] = args.workers
+    if args.device:
+        overrides["device"] = args.device
+    settings = Settings(**overrides) if overrides else _settings()
+    return run_pool(settings)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from instructrec.replay import ReplayConfig, Replayer, catalog_records, plan
+    from model.data import fetch_ml100k, load_ml100k
+
+    settings = _settings()
+    settings.require_bootstrap()
+    fetch_ml100k(settings.data_dir)
+    dataset = load_ml100k(settings.data_dir)
+    replayer = Replayer(settings)
+    if not args.no_catalog:
+        replayer.send_catalog(catalog_records(dataset))
+    config = ReplayConfig(start=args.start, events=args.events, trigger_every=args.trigger_every or 10**12)
+    stats = replayer.run(plan(dataset, config), args.rate)
+    print(orjson.dumps({"catalog": stats.catalog, "events": stats.events, "triggers": stats.triggers}).decode())
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from instructrec.replay import Replayer
+    from instructrec.results import ResultCollector, format_result
+    from schemas.records import Trigger
+
+    settings = _settings()
+    settings.require_bootstrap()
+    trigger = Trigger(
+        request_id=args.request_id or f"cli-{uuid.uuid4().hex[:12]}",
+        user_id=args.user,
+        ts=time.time(),
+        k=args.k,
+        intention=args.intention,
+        candidates=args.candidates.split(",") if args.candidates else None,
+    )
+    collector = ResultCollector(settings).start()
+    try:
+        Replayer(settings).send_trigger(trigger)
+        if not collector.wait_for({trigger.request_id}, args.timeout):
+            print(f"no result for {trigger.request_id} within {args.timeout:.0f}s", file=sys.stderr)
+            return 1
+        rec = collector.results[trigger.request_id]
+        if args.json:
+            print(orjson.dumps(rec.model_dump(mode="json")).decode())
+        else:
+            print(f"instruction: {rec.instruction}")
+            print(format_result(rec, collector.latencies_ms.get(trigger.request_id), top=args.k))
+        return 0
+    finally:
+        collector.close()
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    import base64
+
+    from confluent_kafka import Consumer
+
+    from instructrec.kafka import consumer_config
+
+    settings = _settings()
+    topic = args.topic if args.topic in settings.topics.all() else settings.topic_prefix + args.topic
+    consumer = Consumer(consumer_config(settings, f"tail-{uuid.uuid4().hex[:12]}",
+                                        **{"auto.offset.reset": "latest" if args.new else "earliest"}))
+    consumer.subscribe([topic])
+    seen, deadline = 0, time.monotonic() + args.timeout if args.timeout else None
+    try:
+        while (args.max is None or seen < args.max) and (deadline is None or time.monotonic() < deadline):
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            seen += 1
+            value = msg.value() or b""
+            try:
+                doc = orjson.loads(value)
+                if args.topic.endswith("dead-letters") and isinstance(doc, dict) and "value_b64" in doc:
+                    doc["value_preview"] = base64.b64decode(doc["value_b64"])[:200].decode("utf-8", "replace")
+                text = orjson.dumps(doc).decode()
+            except orjson.JSONDecodeError:
+                text = repr(value[:200])
+            print(f"{msg.topic()}[{msg.partition()}]@{msg.offset()} {text}", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+def cmd_create_topics(args: argparse.Namespace) -> int:
+    from instructrec.kafka import create_topics
+
+    settings = _settings()
+    created = create_topics(settings)
+    for name in settings.topics.all():
+        print(f"{name}: {'created' if name in created else 'exists'}")
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from instructrec.broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=args.port) as broker:
+        print(f"export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers} INSTRUCTREC_BROKER_PROFILE=embedded", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="instructrec", description="Streaming InstructRec recommendations on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = sub.add_parser("run", help="run everything: broker (embedded if none configured), stream worker, pool, replay")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds and print a summary")
+    p.add_argument("--rate", type=float, default=200.0, help="events per second to replay (default 200)")
+    p.add_argument("--events", type=int, default=None, help="replay at most this many events")
+    p.add_argument("--start", type=int, default=0, help="position in the time-ordered log to start from")
+    p.add_argument("--trigger-every", type=int, default=25, help="one trigger per this many events (default 25)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("stream-worker", help="run one Faust stream worker (needs KAFKA_BOOTSTRAP_SERVERS)")
+    p.set_defaults(func=cmd_stream_worker)
+
+    p = sub.add_parser("pool", help="run a scoring pool: one process per GPU, else one CPU process")
+    p.add_argument("--workers", type=int, default=None, help="number of member processes (default: one per GPU)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=cmd_pool)
+
+    p = sub.add_parser("replay", help="replay ml-100k as catalog, event and trigger streams")
+    p.add_argument("--rate", type=float, default=1000.0, help="events per second (0: as fast as possible)")
+    p.add_argument("--events", type=int, default=None, help="number of events (default: the whole log)")
+    p.add_argument("--start", type=int, default=0, help="position in the time-ordered log to start from")
+    p.add_argument("--trigger-every", type=int, default=0, help="one trigger per this many events (0: none)")
+    p.add_argument("--no-catalog", action="store_true", help="do not send the catalog first")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("trigger", help="send one trigger and print the answer")
+    p.add_argument("user", help="user id")
+    p.add_argument("--intention", default=None, help='free text, e.g. "something light for tonight"')
+    p.add_argument("--candidates", default=None, help="comma-separated item ids to re-rank")
+    p.add_argument("-k", type=int, default=10, help="number of items (default 10)")
+    p.add_argument("--request-id", default=None)
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--json", action="store_true", help="print the whole result record as JSON")
+    p.set_defaults(func=cmd_trigger)
+
+    p = sub.add_parser("tail", help="print the messages of a topic (name with or without prefix)")
+    p.add_argument("topic", help="e.g. recommendations, dead-letters, events")
+    p.add_argument("--new", action="store_true", help="only messages that arrive from now on")
+    p.add_argument("--max", type=int, default=None, help="stop after this many messages")
+    p.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("create-topics", help="create every topic of the contract (idempotent)")
+    p.set_defaults(func=cmd_create_topics)
+
+    p = sub.add_parser("broker", help="run the embedded broker in the foreground and print its address")
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(func=cmd_broker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InstructRecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

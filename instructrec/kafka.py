@@ -1,0 +1,76 @@
+"""Thin confluent-kafka plumbing shared by the pools, the tools and the admin commands."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from instructrec.errors import BrokerError
+from instructrec.settings import Settings
+from schemas.topics import ALL_TOPICS
+
+
+def make_producer(settings: Settings, **overrides: Any) -> Producer:
+    conf = {
+        **settings.confluent_config(),
+        "linger.ms": 2,
+        # Java-compatible key hashing (as aiokafka/Faust and Kafka's own clients use),
+        # so every producer puts a user's records in the same partition number.
+        "partitioner": "murmur2_random",
+        "enable.idempotence": not settings.embedded,
+        "acks": "all",
+        **overrides,
+    }
+    return Producer(conf)
+
+
+def consumer_config(settings: Settings, group: str, **overrides: Any) -> dict[str, Any]:
+    conf = {
+        **settings.confluent_config(),
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": int(settings.session_timeout * 1000),
+        "heartbeat.interval.ms": max(500, int(settings.session_timeout * 1000 / 6)),
+        "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+    }
+    conf.update(overrides)
+    return conf
+
+
+def create_topics(settings: Settings, extra: Iterable[str] = (), timeout: float = 30.0) -> list[str]:
+    """Create every topic of the contract (idempotent). Returns the names created now."""
+    admin = AdminClient(settings.confluent_config())
+    wanted = {settings.topics.name(spec): spec for spec in ALL_TOPICS}
+    for name in extra:
+        wanted.setdefault(name, None)  # type: ignore[arg-type]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            existing = set(admin.list_topics(timeout=5).topics)
+            break
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+            time.sleep(0.5)
+    new = []
+    for name, spec in wanted.items():
+        if name in existing:
+            continue
+        config = {"cleanup.policy": "compact"} if spec is not None and spec.compacted and not settings.embedded else {}
+        new.append(NewTopic(name, num_partitions=settings.partitions,
+                            replication_factor=settings.replication_factor, config=config))
+    created = []
+    if new:
+        for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
+            try:
+                fut.result()
+                created.append(name)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise BrokerError(f"could not create topic {name}: {exc}") from exc
+    return created

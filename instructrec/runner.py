@@ -1,0 +1,185 @@
+"""``instructrec run``: broker (embedded unless configured), stream worker, scoring pool,
+replay and a live view of the results, as separate processes; a summary at the end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from instructrec.broker import EmbeddedBroker
+from instructrec.kafka import create_topics
+from instructrec.logs import get_logger
+from instructrec.replay import ReplayConfig, Replayer, catalog_records, plan
+from instructrec.results import ResultCollector, format_result, percentile
+from instructrec.settings import Settings
+from schemas.records import Trigger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    duration: float | None = None  # None: until Ctrl-C
+    rate: float = 200.0  # events/s
+    replay: ReplayConfig = ReplayConfig()
+    quiet: bool = False
+    startup_timeout: float = 240.0
+
+
+class Processes:
+    """Child processes started with the same interpreter; stopped with SIGTERM."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "instructrec", *args],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches the runner, which stops children in order
+            )
+        self.procs[name] = proc
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.log_dir / name}.log")
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        deadline = time.monotonic() + timeout
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        return codes
+
+
+def child_env(settings: Settings, bootstrap: str, embedded: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+    env["INSTRUCTREC_BROKER_PROFILE"] = "embedded" if embedded else settings.broker_profile
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
+    from model.data import fetch_ml100k, load_ml100k
+
+    started = time.monotonic()
+    say = (lambda *_: None) if options.quiet else print
+    fetch_ml100k(settings.data_dir)
+    dataset = load_ml100k(settings.data_dir)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    log_dir = settings.data_dir / "logs" / time.strftime("%Y%m%d-%H%M%S")
+    summary: dict[str, Any] = {}
+    with ExitStack() as stack:
+        embedded = not settings.bootstrap_servers
+        if embedded:
+            broker = stack.enter_context(EmbeddedBroker(log_path=log_dir / "tansu.log" if _mk(log_dir) else None))
+            bootstrap = broker.bootstrap_servers
+            say(f"embedded broker (Tansu, memory storage) on {bootstrap}")
+        else:
+            bootstrap = settings.require_bootstrap()
+        env = child_env(settings, bootstrap, embedded)
+        settings = Settings(**{**_overrides(settings), "bootstrap_servers": bootstrap,
+                               "broker_profile": "embedded" if embedded else settings.broker_profile})
+        create_topics(settings)
+        procs = Processes(env, log_dir)
+        stack.callback(lambda: summary.update(exit_codes=procs.stop()))
+        procs.start("stream-worker", "stream-worker")
+        procs.start("scoring-pool", "pool")
+        say(f"stream worker and scoring pool started; logs in {log_dir}")
+
+        printer = (lambda rec, lat: None) if options.quiet else (lambda rec, lat: print(format_result(rec, lat), flush=True))
+        collector = ResultCollector(settings, on_result=printer).start()
+        stack.callback(collector.close)
+        replayer = Replayer(settings)
+        replayer.send_catalog(catalog_records(dataset))
+
+        # Ready = a probe trigger came back through the whole pipeline. Probes are resent
+        # until one is answered: the first may arrive before the catalog has been read.
+        deadline = time.monotonic() + options.startup_timeout
+        answered_probe = False
+        while not answered_probe:
+            probe = Trigger(request_id=f"probe-{uuid.uuid4().hex[:8]}", user_id=f"probe-{uuid.uuid4().hex[:6]}",
+                            ts=time.time(), k=3)
+            replayer.send_trigger(probe)
+            answered_probe = collector.wait_for({probe.request_id}, 3.0)
+            procs.check()
+            if stop.is_set() or time.monotonic() > deadline:
+                raise RuntimeError(f"the pipeline did not answer a probe within {options.startup_timeout:.0f}s")
+        ready_s = time.monotonic() - started
+        say(f"pipeline ready after {ready_s:.1f}s; replaying ml-100k at {options.rate:.0f} events/s")
+
+        sent: list[str] = []
+        drain = 0.0
+        if options.duration is not None:
+            drain = min(20.0, max(5.0, options.duration * 0.15))
+            replay_until = started + options.duration - drain
+            threading.Thread(target=_stop_at, args=(stop, replay_until), daemon=True).start()
+        replay_started = time.monotonic()
+        stats = replayer.run(plan(dataset, options.replay), options.rate, stop, on_trigger=lambda t: sent.append(t.request_id))
+        replay_s = time.monotonic() - replay_started
+        collector.wait_for(set(sent), drain if options.duration is not None else 10.0)
+        procs.check()
+        lat = [collector.latencies_ms[r] for r in sent if r in collector.latencies_ms]
+        answered = sum(1 for r in sent if r in collector.results)
+        summary.update(
+            events=stats.events, triggers=stats.triggers, results=answered,
+            unanswered=stats.triggers - answered, duplicate_results=collector.duplicates,
+            dead_letters=len(collector.dead_letters),
+            p50_ms=_round(percentile(lat, 50)), p99_ms=_round(percentile(lat, 99)),
+            max_ms=_round(max(lat) if lat else None),
+            events_per_s=round(stats.events / replay_s, 1) if replay_s else None,
+            ready_s=round(ready_s, 1), replay_s=round(replay_s, 1),
+            bootstrap=bootstrap, embedded=embedded, logs=str(log_dir),
+        )
+    summary["duration_s"] = round(time.monotonic() - started, 1)
+    signal.signal(signal.SIGINT, previous)
+    return summary
+
+
+def _mk(path: Path) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return True
+
+
+def _stop_at(stop: threading.Event, when: float) -> None:
+    stop.wait(max(0.0, when - time.monotonic()))
+    stop.set()
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _overrides(settings: Settings) -> dict[str, Any]:
+    return settings.model_dump(exclude_unset=False)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print("summary: " + orjson.dumps(summary).decode(), flush=True)

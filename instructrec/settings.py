@@ -1,0 +1,143 @@
+"""Typed settings, read from the environment in one place.
+
+Every field is an environment variable ``INSTRUCTREC_<NAME>``, except the Kafka
+connection fields, which use the conventional ``KAFKA_*`` names. Secrets are
+``SecretStr`` and never logged.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import Topics
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _kafka(name: str) -> Any:
+    return Field(default=None, validation_alias=AliasChoices(f"KAFKA_{name}", f"INSTRUCTREC_KAFKA_{name}"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INSTRUCTREC_", extra="ignore", frozen=True, populate_by_name=True)
+
+    # --- Kafka connection ------------------------------------------------------------
+    bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "INSTRUCTREC_BOOTSTRAP_SERVERS"),
+        description="host:port[,host:port]. Unset: the CLI starts the embedded broker.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        validation_alias=AliasChoices("KAFKA_SECURITY_PROTOCOL", "INSTRUCTREC_SECURITY_PROTOCOL"),
+    )
+    sasl_mechanism: str | None = _kafka("SASL_MECHANISM")
+    sasl_username: str | None = _kafka("SASL_USERNAME")
+    sasl_password: SecretStr | None = _kafka("SASL_PASSWORD")
+    ssl_cafile: str | None = _kafka("SSL_CAFILE")
+    ssl_certfile: str | None = _kafka("SSL_CERTFILE")
+    ssl_keyfile: str | None = _kafka("SSL_KEYFILE")
+    broker_profile: Literal["kafka", "embedded"] = Field(
+        default="kafka",
+        description="'embedded' applies the Tansu work-arounds; set by the CLI when it starts Tansu.",
+    )
+
+    # --- Topics ----------------------------------------------------------------------
+    topic_prefix: str = "instructrec."
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    # --- Stream worker ---------------------------------------------------------------
+    app_id: str = "instructrec-stream"
+    context_length: int = Field(default=50, ge=1, le=1000)
+    history_in_instruction: int = Field(default=5, ge=1, le=50)
+    recall_size: int = Field(default=100, ge=1, le=5000)
+    max_trigger_candidates: int = Field(default=1000, ge=1)
+    intention_max_chars: int = Field(default=300, ge=0)
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    state_dir: Path = REPO_ROOT / ".data" / "state"
+    session_timeout_s: float | None = None
+    stream_fetch_max_wait_ms: int | None = None
+
+    # --- Scoring pool ----------------------------------------------------------------
+    model_dir: Path | None = Field(default=None, description="Default: the packaged all-MiniLM-L6-v2.")
+    model_name: str = "all-MiniLM-L6-v2"
+    model_version: str = Field(default="pretrained-1", description="Named in every result.")
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    torch_threads: int | None = Field(default=None, ge=1)
+    pool_workers: int | None = Field(default=None, ge=1, description="Default: one per GPU, else 1.")
+    pool_group: str = "instructrec-scoring"
+    pool_poll_batch: int = Field(default=64, ge=1)
+    item_cache_size: int = Field(default=100_000, ge=1)
+    max_seq_length: int = Field(default=128, ge=16, le=512)
+
+    # --- Data / logging --------------------------------------------------------------
+    data_dir: Path = REPO_ROOT / ".data"
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "INFO"
+
+    @cached_property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_profile == "embedded"
+
+    @property
+    def session_timeout(self) -> float:
+        """Consumer-group session timeout. Tansu answers JoinGroup only after half of it."""
+        if self.session_timeout_s is not None:
+            return self.session_timeout_s
+        return 6.0 if self.embedded else 30.0
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        """Tansu does not answer a long-poll fetch early, so the wait is the latency."""
+        if self.stream_fetch_max_wait_ms is not None:
+            return self.stream_fetch_max_wait_ms
+        return 100 if self.embedded else 500
+
+    def require_bootstrap(self) -> str:
+        from instructrec.errors import ConfigurationError
+
+        if not self.bootstrap_servers:
+            raise ConfigurationError(
+                "KAFKA_BOOTSTRAP_SERVERS is not set; run through `instructrec run` "
+                "(which starts the embedded broker) or point it at a cluster"
+            )
+        return self.bootstrap_servers
+
+    def confluent_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every confluent-kafka client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.require_bootstrap(),
+            "security.protocol": self.security_protocol.lower(),
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_cafile:
+            conf["ssl.ca.location"] = self.ssl_cafile
+        if self.ssl_certfile:
+            conf["ssl.certificate.location"] = self.ssl_certfile
+        if self.ssl_keyfile:
+            conf["ssl.key.location"] = self.ssl_keyfile
+        return conf
+
+    def safe_summary(self) -> dict[str, Any]:
+        """What may be logged: everything but secrets."""
+        return self.model_dump(mode="json", exclude={"sasl_password"})
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

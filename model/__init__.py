@@ -1,0 +1,1 @@
+"""ML: data set loading, instruction building, candidate recall, scoring, explanations."""

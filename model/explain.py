@@ -1,0 +1,41 @@
+"""Explanations built from the evidence: the intention and the history items that most
+resemble each recommended item."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def _quote(title: str) -> str:
+    return f"“{title}”"
+
+
+def explain(
+    *,
+    top_titles: Sequence[str],
+    because_titles: Sequence[str | None],
+    intention: str | None,
+    cold_start: bool,
+    sources: Sequence[str] = (),
+    max_items: int = 3,
+) -> str:
+    """One or two sentences. ``because_titles[i]`` supports ``top_titles[i]``."""
+    if not top_titles:
+        return "No candidate could be scored for this request."
+    sentences: list[str] = []
+    if cold_start:
+        kind = "popular right now" if "popular" in sources else "new in the catalog"
+        sentences.append(f"You have no history with us yet, so these are {kind}")
+        if intention:
+            sentences[-1] += f", ranked by how well they match {_quote(intention)}"
+        sentences[-1] += "."
+    else:
+        links = []
+        for title, because in list(zip(top_titles, because_titles, strict=False))[:max_items]:
+            if because:
+                links.append(f"{_quote(title)} is close to {_quote(because)}")
+        if links:
+            sentences.append("Based on what you watched recently: " + "; ".join(links) + ".")
+        if intention:
+            sentences.append(f"Ranked for your request {_quote(intention)}.")
+    return " ".join(sentences)

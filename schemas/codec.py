@@ -1,0 +1,82 @@
+"""JSON codec (orjson) that turns bytes into validated records and back."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Generic, TypeVar
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.exceptions import DecodeError
+from schemas.records import DeadLetter, Record
+
+R = TypeVar("R", bound=Record)
+
+DEFAULT_MAX_BYTES = 1_000_000
+
+
+def _describe(error: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for item in error.errors()[:limit]:
+        where = ".".join(str(p) for p in item["loc"]) or "<root>"
+        parts.append(f"{where}: {item['msg']}")
+    more = len(error.errors()) - limit
+    if more > 0:
+        parts.append(f"(+{more} more)")
+    return "; ".join(parts)
+
+
+class JsonCodec(Generic[R]):
+    """Encode/decode one record type as UTF-8 JSON objects."""
+
+    def __init__(self, record_type: type[R], max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.record_type = record_type
+        self.max_bytes = max_bytes
+
+    def encode(self, record: R) -> bytes:
+        return orjson.dumps(record.model_dump(mode="json"))
+
+    def decode(self, data: bytes | None) -> R:
+        if data is None:
+            raise DecodeError("empty-value", "the message has no value (tombstone)")
+        if len(data) > self.max_bytes:
+            raise DecodeError("too-large", f"{len(data)} bytes > limit {self.max_bytes}")
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError("invalid-json", str(exc)[:200]) from None
+        if not isinstance(obj, dict):
+            raise DecodeError("not-an-object", f"expected a JSON object, got {type(obj).__name__}")
+        try:
+            return self.record_type.model_validate(obj)
+        except ValidationError as exc:
+            raise DecodeError("invalid-record", _describe(exc)) from None
+
+
+def dead_letter(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    reason: str,
+    detail: str,
+    component: str,
+    timestamp_ms: int | None = None,
+) -> DeadLetter:
+    """Wrap a rejected message with where it came from and why, keeping its bytes."""
+    return DeadLetter(
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        source_timestamp_ms=timestamp_ms,
+        key_b64=base64.b64encode(key).decode("ascii") if key is not None else None,
+        value_b64=base64.b64encode(value or b"").decode("ascii"),
+        reason=reason,
+        detail=detail[:1000],
+        component=component,
+        ts=time.time(),
+    )

@@ -1,0 +1,43 @@
+"""Export each topic's JSON Schema to ``schemas/json/<suffix>.schema.json``.
+
+``python -m schemas.export`` rewrites them; a unit test fails when they are stale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from schemas.topics import ALL_TOPICS
+
+JSON_DIR = Path(__file__).parent / "json"
+
+
+def schema_documents() -> dict[str, dict[str, Any]]:
+    docs = {}
+    for spec in ALL_TOPICS:
+        schema = spec.record_type.model_json_schema(mode="validation")
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"instructrec-stream/{spec.suffix}.schema.json"
+        schema["x-topic-suffix"] = spec.suffix
+        schema["x-key"] = spec.key_field
+        schema["description"] = spec.description + "\n\n" + (schema.get("description") or "")
+        docs[f"{spec.suffix}.schema.json"] = schema
+    return docs
+
+
+def render(doc: dict[str, Any]) -> bytes:
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def main() -> None:
+    JSON_DIR.mkdir(exist_ok=True)
+    for name, doc in schema_documents().items():
+        (JSON_DIR / name).write_bytes(render(doc))
+        print(f"wrote {JSON_DIR / name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Record types of every topic. One class per message kind, version 1.
+
+Records are pydantic models so that validation errors name the field and so that the
+JSON Schemas under ``schemas/json/`` are generated from the same definition that decodes.
+Unknown fields are ignored (newer producers may add fields); a newer ``schema_version``
+than this code knows is rejected, so an old consumer never half-understands a message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+# Identifiers are opaque strings: producers with integer ids send them as strings.
+Id = Annotated[str, Field(min_length=1, max_length=128, strict=True)]
+# Seconds since the Unix epoch, as a float.
+Timestamp = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+
+    schema_version: int = SCHEMA_VERSION
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value < 1 or value > SCHEMA_VERSION:
+            raise ValueError(f"unsupported schema_version {value}; this build reads 1..{SCHEMA_VERSION}")
+        return value
+
+
+class Event(Record):
+    """A user interacted with an item. Topic ``events``, keyed by ``user_id``."""
+
+    user_id: Id
+    item_id: Id
+    event_type: Literal["click", "view"]
+    ts: Timestamp = Field(description="When the interaction happened (epoch seconds).")
+
+
+class CatalogItem(Record):
+    """An item's current description. Topic ``catalog``, keyed by ``item_id``.
+
+    A later record for the same ``item_id`` replaces the earlier one.
+    """
+
+    item_id: Id
+    title: Annotated[str, Field(min_length=1, max_length=512)]
+    text: Annotated[str, Field(max_length=4096)] = Field(
+        default="", description="Free description used for scoring, besides the title."
+    )
+    attributes: dict[str, str | float | list[str]] = Field(
+        default_factory=dict, description="E.g. year, genres."
+    )
+
+    def scoring_text(self) -> str:
+        """The one text the model reads for this item."""
+        parts = [self.title]
+        year = self.attributes.get("year")
+        if year:
+            parts[0] = f"{self.title} ({year if not isinstance(year, float) else int(year)})"
+        genres = self.attributes.get("genres")
+        if isinstance(genres, list) and genres:
+            parts.append(", ".join(genres))
+        if self.text:
+            parts.append(self.text)
+        return ". ".join(parts)
+
+
+class Trigger(Record):
+    """Ask for recommendations now. Topic ``triggers``, keyed by ``user_id``.
+
+    With ``candidates`` the task is to re-rank exactly those items; without, the stream
+    worker recalls candidates itself.
+    """
+
+    request_id: Id
+    user_id: Id
+    ts: Timestamp = Field(description="When the trigger was produced (epoch seconds).")
+    k: int = Field(default=10, ge=1, le=100, description="How many items to return.")
+    candidates: list[Id] | None = Field(default=None, max_length=1000)
+    intention: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Free-text short-term intention, e.g. 'something light for tonight'.",
+    )
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    item_id: Id
+    text: str
+    title: str
+    source: Literal["trigger", "cooccurrence", "popular", "fresh"]
+
+
+class HistoryItem(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    item_id: Id
+    title: str
+    text: str
+    event_type: Literal["click", "view"]
+    ts: float
+
+
+class ScoreRequest(Record):
+    """Stream worker -> scoring pools. Topic ``score-requests``, keyed by ``user_id``."""
+
+    request_id: Id
+    user_id: Id
+    k: int = Field(ge=1, le=100)
+    instruction: str
+    template: str
+    task: Literal["recommend", "rerank"]
+    intention: str | None = None
+    cold_start: bool
+    history: list[HistoryItem] = Field(description="Most recent first.")
+    candidates: list[Candidate] = Field(min_length=1)
+    trigger_ts: Timestamp
+    request_ts: Timestamp
+
+
+class RankedItem(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+
+    item_id: Id
+    title: str
+    rank: int = Field(ge=1)
+    score: float
+    because: str | None = Field(
+        default=None, description="item_id of the history item that best supports this one."
+    )
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str
+
+
+class Timings(BaseModel):
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
+
+    trigger_ts: float
+    request_ts: float
+    scored_ts: float
+    queue_ms: float = Field(description="Score request produced -> scoring started.")
+    score_ms: float = Field(description="Model time for this request's batch.")
+    pipeline_ms: float = Field(description="Trigger produced -> result produced.")
+
+
+class Recommendation(Record):
+    """The output. Topic ``recommendations``, keyed by ``user_id``.
+
+    ``recommendation_id`` is ``<request_id>:<model version>``: a redelivered result has
+    the same id and the same items, so consumers can drop duplicates by id.
+    """
+
+    recommendation_id: str
+    request_id: Id
+    user_id: Id
+    kind: Literal["recommendation"] = "recommendation"
+    items: list[RankedItem]
+    instruction: str
+    template: str
+    explanation: str
+    cold_start: bool
+    model: ModelInfo
+    timings: Timings
+
+
+class DeadLetter(Record):
+    """A message that could not be processed. Topic ``dead-letters``.
+
+    Keyed by the original key. ``value_b64``/``key_b64`` hold the original bytes exactly
+    (base64), so the message can be repaired and replayed.
+    """
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    source_timestamp_ms: int | None = None
+    key_b64: str | None
+    value_b64: str
+    reason: str = Field(description="Stable machine-readable reason, e.g. 'invalid-json'.")
+    detail: str = Field(description="Human-readable explanation of what was wrong.")
+    component: str = Field(description="Which process rejected it, e.g. 'stream-worker'.")
+    ts: float = Field(description="When it was dead-lettered (epoch seconds).")

@@ -1,0 +1,96 @@
+"""Every topic is defined here once, with its record type, codec and key.
+
+Names are ``<prefix><suffix>``; the prefix comes from settings, so several deployments
+(or test runs) can share a cluster. Nothing else in the code base spells a topic name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.codec import JsonCodec
+from schemas.records import (
+    CatalogItem,
+    DeadLetter,
+    Event,
+    Recommendation,
+    Record,
+    ScoreRequest,
+    Trigger,
+)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    suffix: str
+    record_type: type[Record]
+    key_field: str
+    description: str
+    compacted: bool = False
+
+    @property
+    def codec(self) -> JsonCodec[Any]:
+        return _CODECS[self.suffix]
+
+    def key_of(self, record: Record) -> bytes:
+        return str(getattr(record, self.key_field)).encode()
+
+
+EVENTS = TopicSpec("events", Event, "user_id", "Click/view events, keyed by user id.")
+CATALOG = TopicSpec(
+    "catalog", CatalogItem, "item_id", "Item catalog, keyed by item id (latest wins).", compacted=True
+)
+TRIGGERS = TopicSpec("triggers", Trigger, "user_id", "Recommendation triggers, keyed by user id.")
+SCORE_REQUESTS = TopicSpec(
+    "score-requests", ScoreRequest, "user_id", "Stream worker -> scoring pools, keyed by user id."
+)
+RECOMMENDATIONS = TopicSpec(
+    "recommendations", Recommendation, "user_id", "Ranked results (the output), keyed by user id."
+)
+DEAD_LETTERS = TopicSpec(
+    "dead-letters", DeadLetter, "source_topic", "Rejected messages with original bytes and reason."
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (EVENTS, CATALOG, TRIGGERS, SCORE_REQUESTS, RECOMMENDATIONS, DEAD_LETTERS)
+_CODECS: dict[str, JsonCodec[Any]] = {t.suffix: JsonCodec(t.record_type) for t in ALL_TOPICS}
+
+
+class Topics:
+    """Topic names for one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def name(self, spec: TopicSpec) -> str:
+        return f"{self.prefix}{spec.suffix}"
+
+    @property
+    def events(self) -> str:
+        return self.name(EVENTS)
+
+    @property
+    def catalog(self) -> str:
+        return self.name(CATALOG)
+
+    @property
+    def triggers(self) -> str:
+        return self.name(TRIGGERS)
+
+    @property
+    def score_requests(self) -> str:
+        return self.name(SCORE_REQUESTS)
+
+    @property
+    def recommendations(self) -> str:
+        return self.name(RECOMMENDATIONS)
+
+    @property
+    def dead_letters(self) -> str:
+        return self.name(DEAD_LETTERS)
+
+    def all(self) -> dict[str, TopicSpec]:
+        return {self.name(t): t for t in ALL_TOPICS}
+
+    def spec_of(self, topic: str) -> TopicSpec:
+        return self.all()[topic]

@@ -1,0 +1,1 @@
+"""The Faust stream worker: per-user context table, item table, trigger handling."""

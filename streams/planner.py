@@ -1,0 +1,128 @@
+"""Turn a trigger into a score request. Pure: no Faust, no Kafka, no model.
+
+The stream worker calls this with the user's context and a catalog lookup; tests call it
+with plain dicts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from model.context import Entry, recent_distinct
+from model.instructions import build_instruction, clean_intention
+from model.recall import ItemGraph
+from schemas.records import CatalogItem, Candidate, HistoryItem, ScoreRequest, Trigger
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    recall_size: int = 100
+    history_in_instruction: int = 5
+    history_for_explanation: int = 10
+    recent_for_recall: int = 10
+    intention_max_chars: int = 300
+    noun: str = "movie"
+
+
+class NoCandidates(Exception):
+    """Nothing can be scored for this trigger (e.g. every given candidate is unknown)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = "no-candidates"
+        self.detail = detail
+
+
+def plan_score_request(
+    trigger: Trigger,
+    context: Sequence[Entry] | None,
+    lookup: Callable[[str], CatalogItem | None],
+    graph: ItemGraph,
+    config: PlannerConfig,
+    fresh: Iterable[str] = (),
+    now: Callable[[], float] = time.time,
+) -> ScoreRequest:
+    history_entries = recent_distinct(context, config.history_for_explanation)
+    history: list[HistoryItem] = []
+    for item_id, event_type, ts in history_entries:
+        item = lookup(item_id)
+        if item is not None:  # an item not (yet) in the catalog has no text to show
+            history.append(
+                HistoryItem(item_id=item_id, title=item.title, text=item.scoring_text(), event_type=event_type, ts=ts)
+            )
+    cold_start = not context
+
+    candidates: list[Candidate] = []
+    if trigger.candidates is not None:
+        task = "rerank"
+        seen_ids: set[str] = set()
+        for item_id in trigger.candidates:
+            if item_id in seen_ids:
+                continue
+            seen_ids.add(item_id)
+            item = lookup(item_id)
+            if item is not None:
+                candidates.append(Candidate(item_id=item_id, title=item.title, text=item.scoring_text(), source="trigger"))
+        if not candidates:
+            raise NoCandidates(f"none of the {len(seen_ids)} given candidates is in the catalog")
+    else:
+        task = "recommend"
+        exclude = {entry[0] for entry in context or ()}
+        recent = [entry[0] for entry in recent_distinct(context, config.recent_for_recall)]
+        for hit in graph.recall(
+            recent, exclude, config.recall_size, is_known=lambda i: lookup(i) is not None, fresh=fresh
+        ):
+            item = lookup(hit.item_id)
+            assert item is not None  # is_known checked it
+            candidates.append(Candidate(item_id=hit.item_id, title=item.title, text=item.scoring_text(), source=hit.source))  # type: ignore[arg-type]
+        if not candidates:
+            raise NoCandidates("the catalog has no item this user has not seen yet")
+
+    intention = clean_intention(trigger.intention, config.intention_max_chars)
+    instruction = build_instruction(
+        request_id=trigger.request_id,
+        history_titles=[h.title for h in history[: config.history_in_instruction]],
+        intention=intention,
+        task=task,
+        noun=config.noun,
+    )
+    return ScoreRequest(
+        request_id=trigger.request_id,
+        user_id=trigger.user_id,
+        k=min(trigger.k, len(candidates)),
+        instruction=instruction.text,
+        template=instruction.template,
+        task=task,  # type: ignore[arg-type]
+        intention=intention,
+        cold_start=cold_start,
+        history=history,
+        candidates=candidates,
+        trigger_ts=trigger.ts,
+        request_ts=now(),
+    )
+
+
+def catalog_lookup(items: Mapping[str, object]) -> Callable[[str], CatalogItem | None]:
+    """Adapt a table of item dicts (JSON values) to a typed lookup.
+
+    Parsed items are memoised by the identity of the stored value, so a lookup costs a
+    dict access unless the item changed since it was last parsed.
+    """
+    memo: dict[str, tuple[object, CatalogItem]] = {}
+
+    def lookup(item_id: str) -> CatalogItem | None:
+        raw = items.get(item_id)
+        if raw is None:
+            return None
+        if isinstance(raw, CatalogItem):
+            return raw
+        hit = memo.get(item_id)
+        if hit is not None and hit[0] is raw:
+            return hit[1]
+        item = CatalogItem.model_validate(raw)
+        memo[item_id] = (raw, item)
+        return item
+
+    return lookup

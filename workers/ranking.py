@@ -1,0 +1,72 @@
+"""Ranking and result assembly. Pure: takes model scores, returns the output record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from model.explain import explain
+from model.scorer import ScoredRequest
+from schemas.records import ModelInfo, RankedItem, Recommendation, ScoreRequest, Timings
+
+
+def recommendation_id(request_id: str, model_version: str) -> str:
+    return f"{request_id}:{model_version}"
+
+
+def rank(
+    request: ScoreRequest,
+    scored: ScoredRequest,
+    model: ModelInfo,
+    *,
+    started_ts: float,
+    score_ms: float,
+    now: Callable[[], float] = time.time,
+) -> Recommendation:
+    """Top-k by score (ties by item id, so equal inputs give equal outputs)."""
+    if len(scored.scores) != len(request.candidates):
+        from model.exceptions import ScoringError
+
+        raise ScoringError(f"{len(scored.scores)} scores for {len(request.candidates)} candidates")
+    order = sorted(range(len(request.candidates)), key=lambda n: (-scored.scores[n], request.candidates[n].item_id))
+    top = order[: request.k]
+    items = []
+    because_titles: list[str | None] = []
+    for rank_no, n in enumerate(top, start=1):
+        cand = request.candidates[n]
+        b = scored.because[n]
+        because = request.history[b] if b is not None and b < len(request.history) else None
+        items.append(
+            RankedItem(
+                item_id=cand.item_id, title=cand.title, rank=rank_no, score=round(float(scored.scores[n]), 6),
+                because=because.item_id if because else None,
+            )
+        )
+        because_titles.append(because.title if because else None)
+    text = explain(
+        top_titles=[i.title for i in items],
+        because_titles=because_titles,
+        intention=request.intention,
+        cold_start=request.cold_start,
+        sources=sorted({request.candidates[n].source for n in top}),
+    )
+    done = now()
+    return Recommendation(
+        recommendation_id=recommendation_id(request.request_id, model.version),
+        request_id=request.request_id,
+        user_id=request.user_id,
+        items=items,
+        instruction=request.instruction,
+        template=request.template,
+        explanation=text,
+        cold_start=request.cold_start,
+        model=model,
+        timings=Timings(
+            trigger_ts=request.trigger_ts,
+            request_ts=request.request_ts,
+            scored_ts=done,
+            queue_ms=round(max(0.0, started_ts - request.request_ts) * 1000, 3),
+            score_ms=round(score_ms, 3),
+            pipeline_ms=round(max(0.0, done - request.trigger_ts) * 1000, 3),
+        ),
+    )
