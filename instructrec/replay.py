@@ -2,7 +2,8 @@
 
 Ratings become events (4-5 stars: ``click``, else ``view``), in timestamp order with ties
 broken by file order. Every ``trigger_every``-th event that belongs to a user with enough
-history is followed by a trigger for that user; some triggers carry a free-text
+history is followed by a trigger for that user, carrying that event as ``after_ts``/``after_item_id``
+(the refresh must reflect the click that prompted it); some triggers carry a free-text
 intention, some an explicit candidate list, and some are for brand-new users (cold start).
 """
 
@@ -75,16 +76,16 @@ def plan(dataset: Dataset, config: ReplayConfig, clock: Callable[[], float] = ti
         if (n + 1) % config.trigger_every or seen[x.user_id] < config.min_history:
             continue
         n_triggers += 1
-        user = x.user_id
+        user, after_item, after_ts = x.user_id, x.item_id, x.ts
         if config.cold_start_every and n_triggers % config.cold_start_every == 0:
-            user = f"new-{run_id}-{n_triggers}"
+            user, after_item, after_ts = f"new-{run_id}-{n_triggers}", None, None
         candidates = None
         if rng.random() < config.candidates_share:
             candidates = rng.sample(item_ids, config.explicit_candidates)
         intention = rng.choice(INTENTIONS) if rng.random() < config.intention_share else None
         yield Trigger(
             request_id=f"replay-{run_id}-{n_triggers}", user_id=user, ts=clock(), k=config.k,
-            candidates=candidates, intention=intention,
+            candidates=candidates, intention=intention, after_ts=after_ts, after_item_id=after_item,
         )
 
 

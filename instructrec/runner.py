@@ -120,18 +120,7 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
         replayer = Replayer(settings)
         replayer.send_catalog(catalog_records(dataset))
 
-        # Ready = a probe trigger came back through the whole pipeline. Probes are resent
-        # until one is answered: the first may arrive before the catalog has been read.
-        deadline = time.monotonic() + options.startup_timeout
-        answered_probe = False
-        while not answered_probe:
-            probe = Trigger(request_id=f"probe-{uuid.uuid4().hex[:8]}", user_id=f"probe-{uuid.uuid4().hex[:6]}",
-                            ts=time.time(), k=3)
-            replayer.send_trigger(probe)
-            answered_probe = collector.wait_for({probe.request_id}, 3.0)
-            procs.check()
-            if stop.is_set() or time.monotonic() > deadline:
-                raise RuntimeError(f"the pipeline did not answer a probe within {options.startup_timeout:.0f}s")
+        wait_until_ready(replayer, collector, procs, options.startup_timeout, stop)
         ready_s = time.monotonic() - started
         say(f"pipeline ready after {ready_s:.1f}s; replaying ml-100k at {options.rate:.0f} events/s")
 
@@ -161,6 +150,30 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
     summary["duration_s"] = round(time.monotonic() - started, 1)
     signal.signal(signal.SIGINT, previous)
     return summary
+
+
+def wait_until_ready(
+    replayer: Replayer,
+    collector: ResultCollector,
+    procs: Processes | None,
+    timeout: float,
+    stop: threading.Event | None = None,
+) -> float:
+    """Ready = a probe trigger came back through the whole pipeline. Probes are resent
+    until one is answered: the first may arrive before the catalog has been read.
+    Returns the seconds it took."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        probe = Trigger(request_id=f"probe-{uuid.uuid4().hex[:8]}", user_id=f"probe-{uuid.uuid4().hex[:6]}",
+                        ts=time.time(), k=3)
+        replayer.send_trigger(probe)
+        if collector.wait_for({probe.request_id}, 3.0):
+            return time.monotonic() - started
+        if procs is not None:
+            procs.check()
+        if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+            raise RuntimeError(f"the pipeline did not answer a probe within {timeout:.0f}s")
 
 
 def _mk(path: Path) -> bool:

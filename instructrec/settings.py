@@ -55,10 +55,17 @@ class Settings(BaseSettings):
     # --- Stream worker ---------------------------------------------------------------
     app_id: str = "instructrec-stream"
     context_length: int = Field(default=50, ge=1, le=1000)
+    seen_limit: int = Field(default=1000, ge=1, description="Distinct seen items kept per user for exclusion.")
     history_in_instruction: int = Field(default=5, ge=1, le=50)
     recall_size: int = Field(default=100, ge=1, le=5000)
     max_trigger_candidates: int = Field(default=1000, ge=1)
     intention_max_chars: int = Field(default=300, ge=0)
+    trigger_wait_ms: int = Field(
+        default=3000, ge=0, description="Longest a trigger with after_ts waits for that event to be applied."
+    )
+    max_pending_triggers: int = Field(default=10_000, ge=0, description="Triggers waiting for after_ts, at most.")
+    stream_batch_max: int = Field(default=1000, ge=1, description="Most messages the user agent takes at once.")
+    stream_batch_within_ms: float = Field(default=5.0, gt=0, description="Longest it waits to fill a batch.")
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     state_dir: Path = REPO_ROOT / ".data" / "state"
@@ -119,6 +126,7 @@ class Settings(BaseSettings):
         conf: dict[str, Any] = {
             "bootstrap.servers": self.require_bootstrap(),
             "security.protocol": self.security_protocol.lower(),
+            "log.connection.close": False,  # idle/broker-side closes are routine, not news
         }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism

@@ -1,8 +1,8 @@
-"""The rolling per-user context: pure functions over a bounded list of interactions.
+"""The rolling per-user context: pure functions over bounded lists.
 
-A context is a list of ``[item_id, event_type, ts]`` triples, oldest first, at most
-``limit`` long. It is what the stream worker stores per user (JSON-friendly on purpose:
-it is the table's changelog value).
+The events part is a list of ``[item_id, event_type, ts]`` triples, oldest first, at
+most ``limit`` long; the seen part lists distinct item ids. Both are JSON-friendly on
+purpose: the pair is the stream worker's table value and its changelog record.
 """
 
 from __future__ import annotations
@@ -54,3 +54,73 @@ def recent_distinct(context: Sequence[Entry] | None, n: int) -> list[Entry]:
         if len(out) == n:
             break
     return out
+
+
+def update_seen(seen: Sequence[str] | None, items: Iterable[str], limit: int) -> list[str]:
+    """Distinct items the user has interacted with, oldest first, at most ``limit``.
+
+    Kept beside the last-N events so that recall can exclude everything the user has
+    seen, not only what is still in the window; beyond ``limit`` the oldest are forgotten.
+    """
+    out = list(seen or ())
+    present = set(out)
+    for item in items:
+        if item in present:
+            continue
+        present.add(item)
+        out.append(item)
+    if len(out) > limit:
+        del out[: len(out) - limit]
+    return out
+
+
+class UserContext:
+    """The table value: ``{"events": [[item, type, ts], ...], "seen": [item, ...],
+    "answered": [request_id, ...]}``. ``answered`` holds the user's latest answered
+    request ids, so a trigger redelivered after a restart is not answered twice."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def events(value: Any) -> list[Entry]:
+        return list(value.get("events", ())) if value else []
+
+    @staticmethod
+    def seen(value: Any) -> list[str]:
+        return list(value.get("seen", ())) if value else []
+
+    @staticmethod
+    def latest_ts(value: Any) -> float | None:
+        events = value.get("events") if value else None
+        return float(events[-1][2]) if events else None
+
+    @staticmethod
+    def reflects(value: Any, after_ts: float, after_item_id: str | None = None) -> bool:
+        """Whether the context already holds the event a trigger asked to see: one newer
+        than ``after_ts``, or at ``after_ts`` (for ``after_item_id`` when given, since
+        several events can share a timestamp)."""
+        events = value.get("events") if value else None
+        if not events:
+            return False
+        if events[-1][2] > after_ts:
+            return True
+        if after_item_id is None:
+            return bool(events[-1][2] >= after_ts)
+        return any(e[0] == after_item_id and e[2] == after_ts for e in reversed(events))
+
+    @staticmethod
+    def apply(value: Any, events: Sequence[tuple[str, str, float]], limit: int, seen_limit: int) -> dict[str, Any]:
+        return {
+            **(value or {}),
+            "events": apply_events(UserContext.events(value), events, limit),
+            "seen": update_seen(UserContext.seen(value), (e[0] for e in events), seen_limit),
+        }
+
+    @staticmethod
+    def was_answered(value: Any, request_id: str) -> bool:
+        return bool(value) and request_id in value.get("answered", ())
+
+    @staticmethod
+    def mark_answered(value: Any, request_id: str, keep: int = 32) -> dict[str, Any]:
+        answered = [*(value or {}).get("answered", ()), request_id][-keep:]
+        return {**(value or {"events": [], "seen": []}), "answered": answered}

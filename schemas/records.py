@@ -88,6 +88,17 @@ class Trigger(Record):
         max_length=2000,
         description="Free-text short-term intention, e.g. 'something light for tonight'.",
     )
+    after_ts: Timestamp | None = Field(
+        default=None,
+        description=(
+            "Read-your-writes: the ts of the user's latest event the answer must reflect (e.g. the click "
+            "that prompted this refresh). The worker waits for it, up to its trigger_wait_ms."
+        ),
+    )
+    after_item_id: Id | None = Field(
+        default=None,
+        description="With after_ts: that event's item, to tell apart events that share a timestamp.",
+    )
 
 
 class Candidate(BaseModel):

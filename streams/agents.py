@@ -1,8 +1,12 @@
 """Agents: decode, call the pure core, encode, send. Nothing else happens here.
 
-- events   -> ``user-context`` table (last N interactions per user) and the item graph
-- catalog  -> ``items`` global table (every worker holds the whole catalog)
-- triggers -> score request (instruction + candidates) for the scoring pools
+- events + triggers (one agent, one stream over both topics, taken in batches):
+  every event of a batch is applied to the ``user-context`` table first, then every
+  trigger of the batch is planned into a score request. A user's events and triggers
+  share a partition number, and Kafka hands the worker every partition's new records in
+  the same fetch, so a click followed at once by a refresh is applied before the refresh
+  is answered -- ordering that two separate agents could not give.
+- catalog -> ``items`` global table (every worker holds the whole catalog).
 
 A message that cannot be decoded or processed goes to the dead-letter topic with its
 original bytes, where it came from and why; the agent carries on.
@@ -10,15 +14,18 @@ original bytes, where it came from and why; the agent carries on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.types import Message
 
 from instructrec.logs import get_logger
 from instructrec.settings import Settings
-from model.context import apply_events, items_of
+from model.context import UserContext, items_of
 from model.recall import ItemGraph
 from schemas.codec import dead_letter
 from schemas.exceptions import DecodeError
@@ -28,7 +35,6 @@ from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_sc
 
 log = get_logger(__name__)
 COMPONENT = "stream-worker"
-_JSON_TABLE = faust.Schema(key_serializer="json", value_serializer="json")
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
@@ -38,7 +44,20 @@ class StreamCounters:
     catalog: int = 0
     triggers: int = 0
     score_requests: int = 0
+    batches: int = 0
+    waited: int = 0  # triggers that waited for their after_ts event
+    wait_expired: int = 0  # ... and were answered without it when the wait ran out
+    redelivered_triggers: int = 0  # seen again after a restart and not answered twice
     dead_letters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class PendingTrigger:
+    """A trigger waiting for the event its ``after_ts`` names."""
+
+    trigger: Trigger
+    message: Message
+    deadline: float  # event-loop time
 
 
 @dataclass
@@ -49,20 +68,27 @@ class StreamWorker:
     settings: Settings
     graph: ItemGraph = field(default_factory=ItemGraph)
     counters: StreamCounters = field(default_factory=StreamCounters)
+    pending: dict[str, list[PendingTrigger]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s, t = self.settings, self.settings.topics
-        self.events_topic = self.app.topic(t.events, partitions=s.partitions, **_RAW)
+        self.activity_topic = self.app.topic(t.events, t.triggers, partitions=s.partitions, **_RAW)
         self.catalog_topic = self.app.topic(t.catalog, partitions=s.partitions, **_RAW)
-        self.triggers_topic = self.app.topic(t.triggers, partitions=s.partitions, **_RAW)
         self.requests_topic = self.app.topic(t.score_requests, partitions=s.partitions, **_RAW)
         self.dead_topic = self.app.topic(t.dead_letters, partitions=s.partitions, **_RAW)
+        # Keys are the topic's key bytes (the user id) and the changelog partition comes
+        # from the same murmur2 partitioner as the events topic, so a user's context
+        # lives in the changelog partition with the user's events partition number.
+        # (Batches span partitions, so Faust's "partition of the current event" default
+        # would file writes under the wrong partition.)
         self.context = self.app.Table(
-            "user-context", partitions=s.partitions, schema=_JSON_TABLE,
-            help="user id -> last N [item_id, event_type, ts], oldest first",
+            "user-context", partitions=s.partitions, use_partitioner=True, key_type=bytes,
+            schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+            help="user id -> {events: last N [item_id, event_type, ts] oldest first, seen: [item_id]}",
         )
         self.items = self.app.GlobalTable(
-            "items", partitions=s.partitions, schema=_JSON_TABLE,
+            "items", partitions=s.partitions, key_type=str,
+            schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
             help="item id -> catalog record (every worker holds all items)",
         )
         self.lookup = catalog_lookup(self.items)
@@ -72,15 +98,15 @@ class StreamWorker:
             intention_max_chars=s.intention_max_chars,
         )
         self.context.on_recover(self._rebuild_graph)
-        self.app.agent(self.events_topic, name="events")(self._on_events)
+        self.app.agent(self.activity_topic, name="user-activity")(self._on_activity)
         self.app.agent(self.catalog_topic, name="catalog")(self._on_catalog)
-        self.app.agent(self.triggers_topic, name="triggers")(self._on_triggers)
+        self.app.timer(interval=0.02, name="release-expired-triggers")(self._release_expired)
 
     async def _rebuild_graph(self) -> None:
-        self.graph.rebuild(items_of(ctx) for ctx in self.context.values())
+        self.graph.rebuild(items_of(UserContext.events(ctx)) for ctx in self.context.values())
         log.info("item graph rebuilt", users=len(self.context), items=len(self.graph.popularity))
 
-    async def _dead_letter(self, message: Any, reason: str, detail: str) -> None:
+    async def _dead_letter(self, message: Message, reason: str, detail: str) -> None:
         self.counters.dead_letters[reason] = self.counters.dead_letters.get(reason, 0) + 1
         record = dead_letter(
             topic=message.topic, partition=message.partition, offset=message.offset,
@@ -91,22 +117,114 @@ class StreamWorker:
                     offset=message.offset, reason=reason, detail=detail[:200])
         await self.dead_topic.send(key=message.key, value=DEAD_LETTERS.codec.encode(record))
 
-    async def _on_events(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        codec, limit = EVENTS.codec, self.settings.context_length
-        async for event in stream.events():
-            message = event.message
+    async def _on_activity(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        s = self.settings
+        events_topic = s.topics.events
+        async for batch in stream.take_events(s.stream_batch_max, within=s.stream_batch_within_ms / 1000):
+            messages = [event.message for event in batch]
+            touched = await self.apply_events([m for m in messages if m.topic == events_topic])
+            for message in messages:
+                if message.topic != events_topic:
+                    await self.handle_trigger(message)
+            await self._release(touched & self.pending.keys())
+            self.counters.batches += 1
+            yield None
+
+    async def apply_events(self, messages: Sequence[Message]) -> set[str]:
+        """Decode, group by user, and write each user's context once for the batch.
+        Returns the users whose context was written."""
+        codec = EVENTS.codec
+        by_user: defaultdict[str, list[tuple[str, str, float]]] = defaultdict(list)
+        for message in messages:
             try:
                 record: Event = codec.decode(message.value)
             except DecodeError as exc:
                 await self._dead_letter(message, exc.reason, exc.detail)
                 continue
-            old = self.context.get(record.user_id)
-            new = apply_events(old, [(record.item_id, record.event_type, record.ts)], limit)
+            by_user[record.user_id].append((record.item_id, record.event_type, record.ts))
+        limit, seen_limit = self.settings.context_length, self.settings.seen_limit
+        for user_id, events in by_user.items():
+            key = user_id.encode()
+            old = self.context.get(key)
+            new = UserContext.apply(old, events, limit, seen_limit)
             if new != old:
-                self.context[record.user_id] = new
-                self.graph.replace_user(items_of(old), items_of(new))
-            self.counters.events += 1
-            yield None
+                self.context[key] = new
+                self.graph.replace_user(items_of(UserContext.events(old)), items_of(new["events"]))
+            self.counters.events += len(events)
+        return set(by_user)
+
+    async def handle_trigger(self, message: Message) -> None:
+        try:
+            trigger: Trigger = TRIGGERS.codec.decode(message.value)
+            if trigger.candidates is not None and len(trigger.candidates) > self.settings.max_trigger_candidates:
+                raise DecodeError(
+                    "too-many-candidates", f"{len(trigger.candidates)} > limit {self.settings.max_trigger_candidates}"
+                )
+        except DecodeError as exc:
+            await self._dead_letter(message, exc.reason, exc.detail)
+            return
+        if trigger.after_ts is not None and not self._reflects(trigger):
+            waiting = self.pending.setdefault(trigger.user_id, [])
+            if sum(map(len, self.pending.values())) < self.settings.max_pending_triggers:
+                deadline = asyncio.get_running_loop().time() + self.settings.trigger_wait_ms / 1000
+                waiting.append(PendingTrigger(trigger, message, deadline))
+                self.counters.waited += 1
+                return
+            # Too many waiting: answer now rather than let memory grow.
+        await self._plan_and_send(trigger, message)
+
+    def _reflects(self, trigger: Trigger) -> bool:
+        return UserContext.reflects(
+            self.context.get(trigger.user_id.encode()), trigger.after_ts or 0.0, trigger.after_item_id
+        )
+
+    async def _release(self, users: set[str], now: float | None = None) -> None:
+        """Answer the waiting triggers of ``users`` whose event arrived or whose wait ran out."""
+        now = asyncio.get_running_loop().time() if now is None else now
+        for user in users:
+            keep = []
+            for p in self.pending.get(user, ()):
+                if self._reflects(p.trigger):
+                    await self._plan_and_send(p.trigger, p.message)
+                elif now >= p.deadline:
+                    self.counters.wait_expired += 1
+                    log.warning("trigger answered without its after_ts event", request_id=p.trigger.request_id,
+                                user_id=user, after_ts=p.trigger.after_ts)
+                    await self._plan_and_send(p.trigger, p.message)
+                else:
+                    keep.append(p)
+            if keep:
+                self.pending[user] = keep
+            else:
+                self.pending.pop(user, None)
+
+    async def _release_expired(self) -> None:
+        if not self.pending:
+            return
+        now = asyncio.get_running_loop().time()
+        await self._release({u for u, ps in self.pending.items() if any(now >= p.deadline for p in ps)}, now)
+
+    async def _plan_and_send(self, trigger: Trigger, message: Message) -> None:
+        key = trigger.user_id.encode()
+        context = self.context.get(key)
+        if UserContext.was_answered(context, trigger.request_id):
+            self.counters.redelivered_triggers += 1
+            log.info("trigger already answered", request_id=trigger.request_id, user_id=trigger.user_id)
+            return
+        try:
+            request = plan_score_request(
+                trigger, context, self.lookup, self.graph, self.planner, fresh=self._fresh_items()
+            )
+        except NoCandidates as exc:
+            await self._dead_letter(message, exc.reason, exc.detail)
+            return
+        await self.requests_topic.send(key=SCORE_REQUESTS.key_of(request), value=SCORE_REQUESTS.codec.encode(request))
+        # After the send: a crash in between answers twice (at-least-once), never zero times.
+        self.context[key] = UserContext.mark_answered(self.context.get(key), trigger.request_id)
+        self.counters.triggers += 1
+        self.counters.score_requests += 1
+        log.debug("score request sent", request_id=request.request_id, user_id=request.user_id,
+                  candidates=len(request.candidates), cold_start=request.cold_start)
 
     async def _on_catalog(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         codec = CATALOG.codec
@@ -120,41 +238,6 @@ class StreamWorker:
             if self.items.get(item.item_id) != (value := item.model_dump(mode="json")):
                 self.items[item.item_id] = value
             self.counters.catalog += 1
-            yield None
-
-    async def _on_triggers(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        codec = TRIGGERS.codec
-        async for event in stream.events():
-            message = event.message
-            try:
-                trigger: Trigger = codec.decode(message.value)
-                if trigger.candidates is not None and len(trigger.candidates) > self.settings.max_trigger_candidates:
-                    raise DecodeError(
-                        "too-many-candidates",
-                        f"{len(trigger.candidates)} > limit {self.settings.max_trigger_candidates}",
-                    )
-            except DecodeError as exc:
-                await self._dead_letter(message, exc.reason, exc.detail)
-                continue
-            try:
-                request = plan_score_request(
-                    trigger,
-                    self.context.get(trigger.user_id),
-                    self.lookup,
-                    self.graph,
-                    self.planner,
-                    fresh=self._fresh_items(),
-                )
-            except NoCandidates as exc:
-                await self._dead_letter(message, exc.reason, exc.detail)
-                continue
-            await self.requests_topic.send(
-                key=SCORE_REQUESTS.key_of(request), value=SCORE_REQUESTS.codec.encode(request)
-            )
-            self.counters.triggers += 1
-            self.counters.score_requests += 1
-            log.debug("score request sent", request_id=request.request_id, user_id=request.user_id,
-                      candidates=len(request.candidates), cold_start=request.cold_start)
             yield None
 
     def _fresh_items(self) -> Iterator[str]:

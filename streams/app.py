@@ -2,8 +2,9 @@
 
 Embedded profile only (Tansu): a short consumer session (Tansu answers JoinGroup after
 half the session timeout), a short fetch wait (Tansu does not answer a long-poll fetch
-early, so the wait *is* the latency), and no recovery consistency check (Tansu's high
-watermark is sometimes one short). Against a real Kafka cluster none of these apply.
+early, so the wait *is* the latency), one record per produced batch and no recovery
+consistency check (Tansu's high watermark counts batches, not records). Against a real
+Kafka cluster none of these apply.
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ def create_app(settings: Settings) -> StreamApp:
         web_port=settings.web_port,
         datadir=str(datadir),
         table_cleanup_interval=30.0,
+        # Tansu reports a partition's high watermark as the last *batch's* base offset + 1
+        # (10 records in one batch -> end offset 1), and Faust recovers a table only up to
+        # the high watermark. One record per batch keeps the changelog recoverable there.
+        producer_max_batch_size=1 if settings.embedded else 16384,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     return app

@@ -7,10 +7,11 @@ with plain dicts.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from model.context import Entry, recent_distinct
+from model.context import UserContext, recent_distinct
 from model.instructions import build_instruction, clean_intention
 from model.recall import ItemGraph
 from schemas.records import CatalogItem, Candidate, HistoryItem, ScoreRequest, Trigger
@@ -37,14 +38,15 @@ class NoCandidates(Exception):
 
 def plan_score_request(
     trigger: Trigger,
-    context: Sequence[Entry] | None,
+    context: Mapping[str, Any] | None,
     lookup: Callable[[str], CatalogItem | None],
     graph: ItemGraph,
     config: PlannerConfig,
     fresh: Iterable[str] = (),
     now: Callable[[], float] = time.time,
 ) -> ScoreRequest:
-    history_entries = recent_distinct(context, config.history_for_explanation)
+    events = UserContext.events(context)
+    history_entries = recent_distinct(events, config.history_for_explanation)
     history: list[HistoryItem] = []
     for item_id, event_type, ts in history_entries:
         item = lookup(item_id)
@@ -52,7 +54,7 @@ def plan_score_request(
             history.append(
                 HistoryItem(item_id=item_id, title=item.title, text=item.scoring_text(), event_type=event_type, ts=ts)
             )
-    cold_start = not context
+    cold_start = not events
 
     candidates: list[Candidate] = []
     if trigger.candidates is not None:
@@ -69,8 +71,8 @@ def plan_score_request(
             raise NoCandidates(f"none of the {len(seen_ids)} given candidates is in the catalog")
     else:
         task = "recommend"
-        exclude = {entry[0] for entry in context or ()}
-        recent = [entry[0] for entry in recent_distinct(context, config.recent_for_recall)]
+        exclude = set(UserContext.seen(context)) | {entry[0] for entry in events}
+        recent = [entry[0] for entry in recent_distinct(events, config.recent_for_recall)]
         for hit in graph.recall(
             recent, exclude, config.recall_size, is_known=lambda i: lookup(i) is not None, fresh=fresh
         ):

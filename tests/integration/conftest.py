@@ -1,0 +1,86 @@
+"""One broker fixture for every integration test: the embedded Tansu broker, and Apache
+Kafka via testcontainers when a Docker engine answers (skipped cleanly otherwise)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from instructrec.broker import EmbeddedBroker, free_port
+from instructrec.runner import Processes
+from instructrec.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    bootstrap_servers: str
+    profile: str  # "embedded" | "kafka"
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session", params=["tansu", "apache-kafka"])
+def broker(request: pytest.FixtureRequest) -> Iterator[BrokerInfo]:
+    if request.param == "tansu":
+        with EmbeddedBroker() as embedded:
+            yield BrokerInfo(embedded.bootstrap_servers, "embedded")
+        return
+    if not docker_answers():
+        pytest.skip("no Docker engine answers here: the Apache Kafka (testcontainers) variant is skipped")
+    from testcontainers.kafka import KafkaContainer
+
+    with KafkaContainer().with_kraft() as kafka:
+        yield BrokerInfo(kafka.get_bootstrap_server(), "kafka")
+
+
+def make_settings(broker: BrokerInfo, tmp: Path, **overrides: object) -> Settings:
+    """Settings for one test: a random topic prefix so tests never share topics."""
+    values: dict[str, object] = {
+        "bootstrap_servers": broker.bootstrap_servers,
+        "broker_profile": broker.profile,
+        "topic_prefix": f"t{uuid.uuid4().hex[:10]}.",
+        "web_port": free_port(),
+        "state_dir": tmp / "state",
+        "pool_group": f"pool-{uuid.uuid4().hex[:8]}",
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers or "",
+        INSTRUCTREC_BROKER_PROFILE=settings.broker_profile,
+        INSTRUCTREC_TOPIC_PREFIX=settings.topic_prefix,
+        INSTRUCTREC_WEB_PORT=str(settings.web_port),
+        INSTRUCTREC_STATE_DIR=str(settings.state_dir),
+        INSTRUCTREC_POOL_GROUP=settings.pool_group,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def tail_logs(procs: Processes, lines: int = 40) -> str:
+    out = []
+    for name in procs.procs:
+        path = procs.log_dir / f"{name}.log"
+        if path.exists():
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {name} ---\n" + "\n".join(text))
+    return "\n".join(out)

@@ -1,0 +1,128 @@
+import json
+import math
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.codec import JsonCodec, dead_letter
+from schemas.exceptions import DecodeError
+from schemas.records import CatalogItem, DeadLetter, Event, Trigger
+from schemas.topics import ALL_TOPICS, EVENTS, TRIGGERS, Topics
+
+EVENT = {"user_id": "196", "item_id": "242", "event_type": "click", "ts": 881250949.0}
+
+
+def test_event_roundtrip_keeps_every_field_and_version():
+    record = EVENTS.codec.decode(orjson.dumps(EVENT))
+    assert record == Event(**EVENT)
+    assert record.schema_version == 1
+    again = orjson.loads(EVENTS.codec.encode(record))
+    assert again == {**EVENT, "schema_version": 1}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "fragment"),
+    [
+        (b"not json", "invalid-json", ""),
+        (b"[1, 2]", "not-an-object", "list"),
+        (orjson.dumps({"item_id": "1", "event_type": "click", "ts": 1.0}), "invalid-record", "user_id"),
+        (orjson.dumps({**EVENT, "user_id": 196}), "invalid-record", "user_id"),
+        (orjson.dumps({**EVENT, "event_type": "purchase"}), "invalid-record", "event_type"),
+        (orjson.dumps({**EVENT, "ts": -5}), "invalid-record", "ts"),
+        (orjson.dumps({**EVENT, "ts": "yesterday"}), "invalid-record", "ts"),
+        (orjson.dumps({**EVENT, "schema_version": 99}), "invalid-record", "schema_version"),
+        (b'{"user_id": "1", "item_id": "2", "event_type": "click", "ts": NaN}', "invalid-json", ""),
+        (b"\xff\xfe{}", "invalid-json", ""),
+    ],
+)
+def test_bad_events_are_rejected_with_a_reason_that_names_the_field(payload, reason, fragment):
+    with pytest.raises(DecodeError) as info:
+        EVENTS.codec.decode(payload)
+    assert info.value.reason == reason
+    assert fragment in info.value.detail
+
+
+def test_none_and_oversized_values_are_rejected():
+    with pytest.raises(DecodeError, match="empty-value"):
+        EVENTS.codec.decode(None)
+    small = JsonCodec(Event, max_bytes=50)
+    with pytest.raises(DecodeError, match="too-large"):
+        small.decode(orjson.dumps({**EVENT, "pad": "x" * 100}))
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility():
+    assert EVENTS.codec.decode(orjson.dumps({**EVENT, "device": "tv"})) == Event(**EVENT)
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_either_decode_or_raise_decode_error(data):
+    for spec in ALL_TOPICS:
+        try:
+            spec.codec.decode(data)
+        except DecodeError as exc:
+            assert exc.reason
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["user_id", "item_id", "event_type", "ts", "schema_version", "x"]), json_values))
+def test_arbitrary_json_objects_decode_to_valid_events_or_raise(obj):
+    try:
+        event = EVENTS.codec.decode(json.dumps(obj).encode())
+    except DecodeError:
+        return
+    assert event.event_type in ("click", "view")
+    assert math.isfinite(event.ts) and event.ts >= 0
+    assert isinstance(event.user_id, str) and event.user_id
+
+
+@given(
+    st.text(min_size=1, max_size=40),
+    st.text(min_size=1, max_size=40),
+    st.sampled_from(["click", "view"]),
+    st.floats(min_value=0, max_value=4e9, allow_nan=False),
+)
+def test_event_roundtrip_property(user, item, kind, ts):
+    event = Event(user_id=user, item_id=item, event_type=kind, ts=ts)
+    assert EVENTS.codec.decode(EVENTS.codec.encode(event)) == event
+
+
+def test_trigger_limits_are_enforced_by_the_contract():
+    base = {"request_id": "r", "user_id": "u", "ts": 1.0}
+    assert TRIGGERS.codec.decode(orjson.dumps(base)).k == 10
+    for bad in ({"k": 0}, {"k": 1000}, {"candidates": [str(i) for i in range(1001)]}, {"intention": "x" * 3000}):
+        with pytest.raises(DecodeError):
+            TRIGGERS.codec.decode(orjson.dumps({**base, **bad}))
+
+
+def test_dead_letter_keeps_original_bytes_and_origin():
+    record = dead_letter(topic="p.events", partition=3, offset=17, key=b"u1", value=b"\xffbad",
+                         reason="invalid-json", detail="boom", component="test")
+    decoded = JsonCodec(DeadLetter).decode(JsonCodec(DeadLetter).encode(record))
+    import base64
+
+    assert base64.b64decode(decoded.value_b64) == b"\xffbad"
+    assert base64.b64decode(decoded.key_b64) == b"u1"
+    assert (decoded.source_topic, decoded.source_partition, decoded.source_offset) == ("p.events", 3, 17)
+    assert decoded.reason == "invalid-json"
+
+
+def test_topics_are_named_once_with_prefix_and_keyed_by_user():
+    topics = Topics("acme.")
+    assert topics.events == "acme.events" and topics.triggers == "acme.triggers"
+    assert set(topics.all()) == {f"acme.{t.suffix}" for t in ALL_TOPICS}
+    assert EVENTS.key_field == TRIGGERS.key_field == "user_id"
+    trigger = Trigger(request_id="r", user_id="42", ts=1.0)
+    assert TRIGGERS.key_of(trigger) == EVENTS.key_of(Event(user_id="42", item_id="1", event_type="view", ts=1)) == b"42"
+
+
+def test_catalog_scoring_text_uses_title_year_genres():
+    item = CatalogItem(item_id="1", title="Toy Story", attributes={"year": "1995", "genres": ["Animation", "Comedy"]})
+    assert item.scoring_text() == "Toy Story (1995). Animation, Comedy"

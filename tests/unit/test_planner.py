@@ -1,0 +1,65 @@
+import pytest
+
+from model.context import UserContext
+from model.recall import ItemGraph
+from schemas.records import CatalogItem, Trigger
+from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_score_request
+
+CATALOG = {
+    str(i): CatalogItem(item_id=str(i), title=f"Movie {i}", attributes={"genres": ["Drama"]}).model_dump(mode="json")
+    for i in range(1, 31)
+}
+LOOKUP = catalog_lookup(CATALOG)
+
+
+def graph_from(contexts):
+    g = ItemGraph()
+    g.rebuild(contexts)
+    return g
+
+
+def trig(**kw):
+    return Trigger(**{"request_id": "r1", "user_id": "u", "ts": 100.0, **kw})
+
+
+def test_recall_excludes_seen_items_and_names_history():
+    ctx = UserContext.apply(None, [("1", "click", 1.0), ("2", "view", 2.0)], 50, 100)
+    ctx["seen"].insert(0, "9")  # seen long ago, no longer in the event window
+    g = graph_from([["1", "2", "3", "4"], ["2", "5"], ["6", "6", "6"]])
+    fresh = [str(i) for i in range(30, 0, -1)]
+    req = plan_score_request(trig(k=5), ctx, LOOKUP, g, PlannerConfig(recall_size=10), fresh=fresh, now=lambda: 123.0)
+    ids = [c.item_id for c in req.candidates]
+    # neighbours of the recent items first: 3 and 4 co-occur with both 2 and 1, 5 only with 2
+    assert ids[:3] == ["3", "4", "5"]
+    assert [c.source for c in req.candidates][-1] == "fresh"
+    assert not {"1", "2", "9"} & set(ids)
+    assert len(ids) == len(set(ids)) == 10
+    assert req.task == "recommend" and not req.cold_start
+    assert "Movie 2" in req.instruction and "Movie 1" in req.instruction
+    assert [h.item_id for h in req.history] == ["2", "1"]
+    assert req.request_ts == 123.0 and req.trigger_ts == 100.0
+
+
+def test_given_candidates_are_reranked_unknown_and_repeated_ones_dropped():
+    req = plan_score_request(trig(candidates=["3", "999", "3", "4"], k=10), None, LOOKUP, ItemGraph(), PlannerConfig())
+    assert [c.item_id for c in req.candidates] == ["3", "4"]
+    assert req.task == "rerank" and req.k == 2
+    assert all(c.source == "trigger" for c in req.candidates)
+
+
+def test_all_unknown_candidates_raise():
+    with pytest.raises(NoCandidates):
+        plan_score_request(trig(candidates=["998", "999"]), None, LOOKUP, ItemGraph(), PlannerConfig())
+
+
+def test_cold_start_gets_popular_then_fresh_items():
+    g = graph_from([["7", "8"], ["7"]])
+    req = plan_score_request(trig(k=3), None, LOOKUP, g, PlannerConfig(recall_size=5), fresh=["30", "29", "28"])
+    assert req.cold_start
+    assert [(c.item_id, c.source) for c in req.candidates] == [
+        ("7", "popular"), ("8", "popular"), ("30", "fresh"), ("29", "fresh"), ("28", "fresh")]
+
+
+def test_intention_is_cleaned_into_the_instruction():
+    req = plan_score_request(trig(intention="a  comedy\x00"), None, LOOKUP, graph_from([["1"]]), PlannerConfig())
+    assert req.intention == "a comedy" and '"a comedy"' in req.instruction

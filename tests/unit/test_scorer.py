@@ -1,0 +1,46 @@
+"""The real packaged model, no broker: cache behaviour and that the scores mean something."""
+
+import pytest
+
+from model.scorer import BiEncoderScorer, TextEncoder
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return BiEncoderScorer(TextEncoder(max_length=64), cache_size=100)
+
+
+def test_embeddings_are_unit_vectors(scorer):
+    vecs = scorer.encoder.encode(["a", "a much longer text about space ships"])
+    assert vecs.shape == (2, 384)
+    assert vecs.norm(dim=1).sub(1).abs().max() < 1e-4
+
+
+def test_item_embeddings_are_recomputed_only_when_text_changes(scorer, monkeypatch):
+    calls = []
+    real = scorer.encoder.encode
+    monkeypatch.setattr(scorer.encoder, "encode", lambda texts: calls.append(list(texts)) or real(texts))
+    scorer.item_vectors([("1", "Toy Story"), ("2", "Heat")])
+    scorer.item_vectors([("1", "Toy Story"), ("2", "Heat"), ("1", "Toy Story")])
+    scorer.item_vectors([("1", "Toy Story (1995). Animation")])
+    assert calls == [["Toy Story", "Heat"], ["Toy Story (1995). Animation"]]
+
+
+def test_scores_follow_meaning_and_because_points_at_history(scorer):
+    [result] = scorer.score_many(
+        ["The user recently watched Star Wars and Alien. Recommend the movie they will want to watch next."],
+        [[("a", "Toy Story (1995). Animation, Children's, Comedy"),
+          ("b", "The Empire Strikes Back (1980). Action, Adventure, Sci-Fi, War")]],
+        [[("h1", "Sense and Sensibility (1995). Drama, Romance"), ("h2", "Star Wars (1977). Action, Sci-Fi")]],
+    )
+    assert len(result.scores) == 2
+    assert result.scores[1] > result.scores[0]
+    assert result.because[1] == 1  # Empire is closest to Star Wars, not to the period drama
+
+
+def test_requests_scored_together_equal_requests_scored_alone(scorer):
+    items = [[("1", "Heat (1995). Action"), ("2", "Babe (1995). Comedy")], [("3", "Alien (1979). Horror")]]
+    together = scorer.score_many(["a crime film", "a scary film"], items, [[], []])
+    alone = [scorer.score_many([q], [c], [[]])[0] for q, c in zip(["a crime film", "a scary film"], items, strict=True)]
+    for t, a in zip(together, alone, strict=True):
+        assert t.scores == pytest.approx(a.scores, abs=1e-5)
