@@ -117,8 +117,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     settings = _settings()
     topic = args.topic if args.topic in settings.topics.all() else settings.topic_prefix + args.topic
-    consumer = Consumer(consumer_config(settings, f"tail-{uuid.uuid4().hex[:12]}",
-                                        **{"auto.offset.reset": "latest" if args.new else "earliest"}))
+    consumer = Consumer(
+        consumer_config(
+            settings, f"tail-{uuid.uuid4().hex[:12]}", **{"auto.offset.reset": "latest" if args.new else "earliest"}
+        )
+    )
     consumer.subscribe([topic])
     seen, deadline = 0, time.monotonic() + args.timeout if args.timeout else None
     try:
@@ -157,7 +160,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from instructrec.broker import EmbeddedBroker
 
     with EmbeddedBroker(port=args.port) as broker:
-        print(f"export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers} INSTRUCTREC_BROKER_PROFILE=embedded", flush=True)
+        print(
+            f"export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers} INSTRUCTREC_BROKER_PROFILE=embedded", flush=True
+        )
         try:
             while True:
                 time.sleep(3600)

@@ -62,8 +62,11 @@ def create_topics(settings: Settings, extra: Iterable[str] = (), timeout: float 
         if name in existing:
             continue
         config = {"cleanup.policy": "compact"} if spec is not None and spec.compacted and not settings.embedded else {}
-        new.append(NewTopic(name, num_partitions=settings.partitions,
-                            replication_factor=settings.replication_factor, config=config))
+        new.append(
+            NewTopic(
+                name, num_partitions=settings.partitions, replication_factor=settings.replication_factor, config=config
+            )
+        )
     created = []
     if new:
         for name, fut in admin.create_topics(new, operation_timeout=timeout).items():

@@ -76,7 +76,9 @@ def plan(dataset: Dataset, config: ReplayConfig, clock: Callable[[], float] = ti
         if (n + 1) % config.trigger_every or seen[x.user_id] < config.min_history:
             continue
         n_triggers += 1
-        user, after_item, after_ts = x.user_id, x.item_id, x.ts
+        user: str = x.user_id
+        after_item: str | None = x.item_id
+        after_ts: float | None = x.ts
         if config.cold_start_every and n_triggers % config.cold_start_every == 0:
             user, after_item, after_ts = f"new-{run_id}-{n_triggers}", None, None
         candidates = None
@@ -84,8 +86,14 @@ def plan(dataset: Dataset, config: ReplayConfig, clock: Callable[[], float] = ti
             candidates = rng.sample(item_ids, config.explicit_candidates)
         intention = rng.choice(INTENTIONS) if rng.random() < config.intention_share else None
         yield Trigger(
-            request_id=f"replay-{run_id}-{n_triggers}", user_id=user, ts=clock(), k=config.k,
-            candidates=candidates, intention=intention, after_ts=after_ts, after_item_id=after_item,
+            request_id=f"replay-{run_id}-{n_triggers}",
+            user_id=user,
+            ts=clock(),
+            k=config.k,
+            candidates=candidates,
+            intention=intention,
+            after_ts=after_ts,
+            after_item_id=after_item,
         )
 
 

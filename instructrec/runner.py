@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ log = get_logger(__name__)
 class RunOptions:
     duration: float | None = None  # None: until Ctrl-C
     rate: float = 200.0  # events/s
-    replay: ReplayConfig = ReplayConfig()
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
     quiet: bool = False
     startup_timeout: float = 240.0
 
@@ -50,7 +50,10 @@ class Processes:
         with open(self.log_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "instructrec", *args],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches the runner, which stops children in order
             )
         self.procs[name] = proc
@@ -105,8 +108,13 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
         else:
             bootstrap = settings.require_bootstrap()
         env = child_env(settings, bootstrap, embedded)
-        settings = Settings(**{**_overrides(settings), "bootstrap_servers": bootstrap,
-                               "broker_profile": "embedded" if embedded else settings.broker_profile})
+        settings = Settings(
+            **{
+                **_overrides(settings),
+                "bootstrap_servers": bootstrap,
+                "broker_profile": "embedded" if embedded else settings.broker_profile,
+            }
+        )
         create_topics(settings)
         procs = Processes(env, log_dir)
         stack.callback(lambda: summary.update(exit_codes=procs.stop()))
@@ -114,7 +122,9 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
         procs.start("scoring-pool", "pool")
         say(f"stream worker and scoring pool started; logs in {log_dir}")
 
-        printer = (lambda rec, lat: None) if options.quiet else (lambda rec, lat: print(format_result(rec, lat), flush=True))
+        printer = (
+            (lambda rec, lat: None) if options.quiet else (lambda rec, lat: print(format_result(rec, lat), flush=True))
+        )
         collector = ResultCollector(settings, on_result=printer).start()
         stack.callback(collector.close)
         replayer = Replayer(settings)
@@ -131,21 +141,30 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
             replay_until = started + options.duration - drain
             threading.Thread(target=_stop_at, args=(stop, replay_until), daemon=True).start()
         replay_started = time.monotonic()
-        stats = replayer.run(plan(dataset, options.replay), options.rate, stop, on_trigger=lambda t: sent.append(t.request_id))
+        stats = replayer.run(
+            plan(dataset, options.replay), options.rate, stop, on_trigger=lambda t: sent.append(t.request_id)
+        )
         replay_s = time.monotonic() - replay_started
         collector.wait_for(set(sent), drain if options.duration is not None else 10.0)
         procs.check()
         lat = [collector.latencies_ms[r] for r in sent if r in collector.latencies_ms]
         answered = sum(1 for r in sent if r in collector.results)
         summary.update(
-            events=stats.events, triggers=stats.triggers, results=answered,
-            unanswered=stats.triggers - answered, duplicate_results=collector.duplicates,
+            events=stats.events,
+            triggers=stats.triggers,
+            results=answered,
+            unanswered=stats.triggers - answered,
+            duplicate_results=collector.duplicates,
             dead_letters=len(collector.dead_letters),
-            p50_ms=_round(percentile(lat, 50)), p99_ms=_round(percentile(lat, 99)),
+            p50_ms=_round(percentile(lat, 50)),
+            p99_ms=_round(percentile(lat, 99)),
             max_ms=_round(max(lat) if lat else None),
             events_per_s=round(stats.events / replay_s, 1) if replay_s else None,
-            ready_s=round(ready_s, 1), replay_s=round(replay_s, 1),
-            bootstrap=bootstrap, embedded=embedded, logs=str(log_dir),
+            ready_s=round(ready_s, 1),
+            replay_s=round(replay_s, 1),
+            bootstrap=bootstrap,
+            embedded=embedded,
+            logs=str(log_dir),
         )
     summary["duration_s"] = round(time.monotonic() - started, 1)
     signal.signal(signal.SIGINT, previous)
@@ -165,8 +184,9 @@ def wait_until_ready(
     started = time.monotonic()
     deadline = started + timeout
     while True:
-        probe = Trigger(request_id=f"probe-{uuid.uuid4().hex[:8]}", user_id=f"probe-{uuid.uuid4().hex[:6]}",
-                        ts=time.time(), k=3)
+        probe = Trigger(
+            request_id=f"probe-{uuid.uuid4().hex[:8]}", user_id=f"probe-{uuid.uuid4().hex[:6]}", ts=time.time(), k=3
+        )
         replayer.send_trigger(probe)
         if collector.wait_for({probe.request_id}, 3.0):
             return time.monotonic() - started

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     web_port: int = 6066
     state_dir: Path = REPO_ROOT / ".data" / "state"
     session_timeout_s: float | None = None
-    stream_fetch_max_wait_ms: int | None = None
+    fetch_wait_ms: int | None = Field(default=None, ge=1, description="Consumer fetch max wait; default by profile.")
 
     # --- Scoring pool ----------------------------------------------------------------
     model_dir: Path | None = Field(default=None, description="Default: the packaged all-MiniLM-L6-v2.")
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     torch_threads: int | None = Field(default=None, ge=1)
     pool_workers: int | None = Field(default=None, ge=1, description="Default: one per GPU, else 1.")
-    pool_group: str = "instructrec-scoring"
+    pool_group: str | None = Field(default=None, description="The pool's consumer group; default <prefix>scoring.")
     pool_poll_batch: int = Field(default=64, ge=1)
     item_cache_size: int = Field(default=100_000, ge=1)
     max_seq_length: int = Field(default=128, ge=16, le=512)
@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     @cached_property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    @property
+    def scoring_group(self) -> str:
+        return self.pool_group or f"{self.topic_prefix}scoring"
 
     @property
     def embedded(self) -> bool:
@@ -107,8 +111,8 @@ class Settings(BaseSettings):
     @property
     def fetch_max_wait_ms(self) -> int:
         """Tansu does not answer a long-poll fetch early, so the wait is the latency."""
-        if self.stream_fetch_max_wait_ms is not None:
-            return self.stream_fetch_max_wait_ms
+        if self.fetch_wait_ms is not None:
+            return self.fetch_wait_ms
         return 100 if self.embedded else 500
 
     def require_bootstrap(self) -> str:

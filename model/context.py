@@ -90,11 +90,6 @@ class UserContext:
         return list(value.get("seen", ())) if value else []
 
     @staticmethod
-    def latest_ts(value: Any) -> float | None:
-        events = value.get("events") if value else None
-        return float(events[-1][2]) if events else None
-
-    @staticmethod
     def reflects(value: Any, after_ts: float, after_item_id: str | None = None) -> bool:
         """Whether the context already holds the event a trigger asked to see: one newer
         than ``after_ts``, or at ``after_ts`` (for ``after_item_id`` when given, since

@@ -86,7 +86,7 @@ def load_ml100k(data_dir: Path) -> Dataset:
     interactions.sort(key=lambda x: (x.ts, x.order))  # stable: file order breaks ties
     items = {}
     for row in _rows(root / "ml-100k.item"):
-        item_id, title, year, genres = (row + ["", "", "", ""])[:4]
+        item_id, title, year, genres = ([*row, "", "", "", ""])[:4]
         items[item_id] = Item(item_id, title.strip(), year.strip(), tuple(genres.split()))
     return Dataset(interactions, items, {x.user_id for x in interactions})
 

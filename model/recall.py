@@ -13,12 +13,13 @@ import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
 class Recalled:
     item_id: str
-    source: str  # "cooccurrence" | "popular" | "fresh"
+    source: Literal["cooccurrence", "popular", "fresh"]
     score: float
 
 
@@ -75,7 +76,7 @@ class ItemGraph:
         """Neighbours of ``recent`` (most recent first, weighted by recency), then popular
         items, then ``fresh`` ones (newest catalog items, for a cold system), skipping
         ``exclude`` and items ``is_known`` rejects. Deterministic."""
-        scores: Counter[str] = Counter()
+        scores: defaultdict[str, float] = defaultdict(float)
         for rank, item in enumerate(recent):
             weight = 1.0 / (1 + rank)
             for other, count in self.neighbours.get(item, {}).items():

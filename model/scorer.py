@@ -17,11 +17,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import torch  # noqa: E402
-from transformers import AutoModel, AutoTokenizer  # noqa: E402
+import torch
+from transformers import AutoModel, AutoTokenizer
 
-from model.device import DeviceChoice, choose_device  # noqa: E402
-from model.exceptions import ModelNotFound, ScoringError  # noqa: E402
+from model.device import DeviceChoice, choose_device
+from model.exceptions import ModelNotFound, ScoringError
 
 
 def default_model_dir() -> Path:
@@ -33,7 +33,9 @@ def default_model_dir() -> Path:
 
 
 class TextEncoder:
-    def __init__(self, model_dir: Path | None = None, device: DeviceChoice | None = None, max_length: int = 128) -> None:
+    def __init__(
+        self, model_dir: Path | None = None, device: DeviceChoice | None = None, max_length: int = 128
+    ) -> None:
         self.model_dir = Path(model_dir) if model_dir else default_model_dir()
         if not (self.model_dir / "config.json").exists():
             raise ModelNotFound(f"no model at {self.model_dir} (config.json missing)")
@@ -147,9 +149,6 @@ class BiEncoderScorer:
             if len(scores) != len(cands):
                 raise ScoringError(f"got {len(scores)} scores for {len(cands)} candidates")
             because: list[int | None]
-            if len(hist):
-                because = [int(i) for i in (cvec @ hvec.T).argmax(dim=1).tolist()]
-            else:
-                because = [None] * len(cands)
+            because = [int(i) for i in (cvec @ hvec.T).argmax(dim=1).tolist()] if len(hist) else [None] * len(cands)
             out.append(ScoredRequest(scores, because))
         return out

@@ -11,7 +11,7 @@ from schemas.records import (
     ScoreRequest,
     Trigger,
 )
-from schemas.topics import ALL_TOPICS, TopicSpec, Topics
+from schemas.topics import ALL_TOPICS, Topics, TopicSpec
 
 __all__ = [
     "ALL_TOPICS",

@@ -53,9 +53,7 @@ class CatalogItem(Record):
     text: Annotated[str, Field(max_length=4096)] = Field(
         default="", description="Free description used for scoring, besides the title."
     )
-    attributes: dict[str, str | float | list[str]] = Field(
-        default_factory=dict, description="E.g. year, genres."
-    )
+    attributes: dict[str, str | float | list[str]] = Field(default_factory=dict, description="E.g. year, genres.")
 
     def scoring_text(self) -> str:
         """The one text the model reads for this item."""
@@ -144,9 +142,7 @@ class RankedItem(BaseModel):
     title: str
     rank: int = Field(ge=1)
     score: float
-    because: str | None = Field(
-        default=None, description="item_id of the history item that best supports this one."
-    )
+    because: str | None = Field(default=None, description="item_id of the history item that best supports this one.")
 
 
 class ModelInfo(BaseModel):

@@ -38,9 +38,7 @@ class TopicSpec:
 
 
 EVENTS = TopicSpec("events", Event, "user_id", "Click/view events, keyed by user id.")
-CATALOG = TopicSpec(
-    "catalog", CatalogItem, "item_id", "Item catalog, keyed by item id (latest wins).", compacted=True
-)
+CATALOG = TopicSpec("catalog", CatalogItem, "item_id", "Item catalog, keyed by item id (latest wins).", compacted=True)
 TRIGGERS = TopicSpec("triggers", Trigger, "user_id", "Recommendation triggers, keyed by user id.")
 SCORE_REQUESTS = TopicSpec(
     "score-requests", ScoreRequest, "user_id", "Stream worker -> scoring pools, keyed by user id."

@@ -82,12 +82,17 @@ class StreamWorker:
         # (Batches span partitions, so Faust's "partition of the current event" default
         # would file writes under the wrong partition.)
         self.context = self.app.Table(
-            "user-context", partitions=s.partitions, use_partitioner=True, key_type=bytes,
+            "user-context",
+            partitions=s.partitions,
+            use_partitioner=True,
+            key_type=bytes,
             schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
             help="user id -> {events: last N [item_id, event_type, ts] oldest first, seen: [item_id]}",
         )
         self.items = self.app.GlobalTable(
-            "items", partitions=s.partitions, key_type=str,
+            "items",
+            partitions=s.partitions,
+            key_type=str,
             schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
             help="item id -> catalog record (every worker holds all items)",
         )
@@ -109,18 +114,32 @@ class StreamWorker:
     async def _dead_letter(self, message: Message, reason: str, detail: str) -> None:
         self.counters.dead_letters[reason] = self.counters.dead_letters.get(reason, 0) + 1
         record = dead_letter(
-            topic=message.topic, partition=message.partition, offset=message.offset,
-            key=message.key, value=message.value, reason=reason, detail=detail,
-            component=COMPONENT, timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            reason=reason,
+            detail=detail,
+            component=COMPONENT,
+            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
         )
-        log.warning("dead letter", topic=message.topic, partition=message.partition,
-                    offset=message.offset, reason=reason, detail=detail[:200])
+        log.warning(
+            "dead letter",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            reason=reason,
+            detail=detail[:200],
+        )
         await self.dead_topic.send(key=message.key, value=DEAD_LETTERS.codec.encode(record))
 
     async def _on_activity(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         s = self.settings
         events_topic = s.topics.events
-        async for batch in stream.take_events(s.stream_batch_max, within=s.stream_batch_within_ms / 1000):
+        # faust's StreamT stub lacks take_events; the Stream class has it.
+        take_events = stream.take_events  # type: ignore[attr-defined]
+        async for batch in take_events(s.stream_batch_max, within=s.stream_batch_within_ms / 1000):
             messages = [event.message for event in batch]
             touched = await self.apply_events([m for m in messages if m.topic == events_topic])
             for message in messages:
@@ -188,8 +207,12 @@ class StreamWorker:
                     await self._plan_and_send(p.trigger, p.message)
                 elif now >= p.deadline:
                     self.counters.wait_expired += 1
-                    log.warning("trigger answered without its after_ts event", request_id=p.trigger.request_id,
-                                user_id=user, after_ts=p.trigger.after_ts)
+                    log.warning(
+                        "trigger answered without its after_ts event",
+                        request_id=p.trigger.request_id,
+                        user_id=user,
+                        after_ts=p.trigger.after_ts,
+                    )
                     await self._plan_and_send(p.trigger, p.message)
                 else:
                     keep.append(p)
@@ -223,8 +246,13 @@ class StreamWorker:
         self.context[key] = UserContext.mark_answered(self.context.get(key), trigger.request_id)
         self.counters.triggers += 1
         self.counters.score_requests += 1
-        log.debug("score request sent", request_id=request.request_id, user_id=request.user_id,
-                  candidates=len(request.candidates), cold_start=request.cold_start)
+        log.debug(
+            "score request sent",
+            request_id=request.request_id,
+            user_id=request.user_id,
+            candidates=len(request.candidates),
+            cold_start=request.cold_start,
+        )
 
     async def _on_catalog(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         codec = CATALOG.codec

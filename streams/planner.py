@@ -14,7 +14,7 @@ from typing import Any
 from model.context import UserContext, recent_distinct
 from model.instructions import build_instruction, clean_intention
 from model.recall import ItemGraph
-from schemas.records import CatalogItem, Candidate, HistoryItem, ScoreRequest, Trigger
+from schemas.records import Candidate, CatalogItem, HistoryItem, ScoreRequest, Trigger
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,9 @@ def plan_score_request(
             seen_ids.add(item_id)
             item = lookup(item_id)
             if item is not None:
-                candidates.append(Candidate(item_id=item_id, title=item.title, text=item.scoring_text(), source="trigger"))
+                candidates.append(
+                    Candidate(item_id=item_id, title=item.title, text=item.scoring_text(), source="trigger")
+                )
         if not candidates:
             raise NoCandidates(f"none of the {len(seen_ids)} given candidates is in the catalog")
     else:
@@ -78,7 +80,9 @@ def plan_score_request(
         ):
             item = lookup(hit.item_id)
             assert item is not None  # is_known checked it
-            candidates.append(Candidate(item_id=hit.item_id, title=item.title, text=item.scoring_text(), source=hit.source))  # type: ignore[arg-type]
+            candidates.append(
+                Candidate(item_id=hit.item_id, title=item.title, text=item.scoring_text(), source=hit.source)
+            )
         if not candidates:
             raise NoCandidates("the catalog has no item this user has not seen yet")
 

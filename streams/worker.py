@@ -13,8 +13,11 @@ def run_stream_worker(settings: Settings) -> int:
     configure_logging(settings.log_format, settings.log_level, component="stream-worker")
     worker_state = build_worker(settings)
     get_logger(__name__).info(
-        "stream worker starting", app_id=worker_state.app.conf.id, profile=settings.broker_profile,
-        bootstrap=settings.bootstrap_servers, prefix=settings.topic_prefix,
+        "stream worker starting",
+        app_id=worker_state.app.conf.id,
+        profile=settings.broker_profile,
+        bootstrap=settings.bootstrap_servers,
+        prefix=settings.topic_prefix,
     )
     worker = faust.Worker(worker_state.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()  # returns via SystemExit when stopped

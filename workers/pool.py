@@ -56,8 +56,14 @@ class ScoringWorker:
         encoder = TextEncoder(self.settings.model_dir, device, self.settings.max_seq_length)
         self.scorer = BiEncoderScorer(encoder, self.settings.item_cache_size)
         self.scorer.encoder.encode(["warm-up"])
-        log.info("model loaded", model=self.model.name, version=self.model.version, device=device.label,
-                 model_dir=str(encoder.model_dir), seconds=round(time.perf_counter() - started, 2))
+        log.info(
+            "model loaded",
+            model=self.model.name,
+            version=self.model.version,
+            device=device.label,
+            model_dir=str(encoder.model_dir),
+            seconds=round(time.perf_counter() - started, 2),
+        )
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -66,10 +72,10 @@ class ScoringWorker:
     def run(self) -> int:
         s = self.settings
         self.load_model()
-        self.consumer = Consumer(consumer_config(s, s.pool_group, **{"client.id": f"{COMPONENT}-{self.index}"}))
+        self.consumer = Consumer(consumer_config(s, s.scoring_group, **{"client.id": f"{COMPONENT}-{self.index}"}))
         self.producer = make_producer(s, **{"client.id": f"{COMPONENT}-{self.index}", "linger.ms": 1})
         self.consumer.subscribe([s.topics.score_requests])
-        log.info("scoring pool member started", group=s.pool_group, topic=s.topics.score_requests, index=self.index)
+        log.info("scoring pool member started", group=s.scoring_group, topic=s.topics.score_requests, index=self.index)
         try:
             while not self.stop.is_set():
                 messages = self.consumer.consume(num_messages=s.pool_poll_batch, timeout=0.2)
@@ -85,11 +91,13 @@ class ScoringWorker:
         good: list[tuple[Message, ScoreRequest]] = []
         offsets: dict[tuple[str, int], int] = {}
         for msg in messages:
-            if msg.error() is not None:
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error", error=str(msg.error()))
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error", error=str(error))
                 continue
-            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            topic, partition, offset = _origin(msg)
+            offsets[(topic, partition)] = offset + 1
             try:
                 good.append((msg, SCORE_REQUESTS.codec.decode(msg.value())))
             except DecodeError as exc:
@@ -114,7 +122,7 @@ class ScoringWorker:
                 self._dead_letter(msg, "scoring-failed", f"{type(exc).__name__}: {exc}")
             return
         score_ms = (time.perf_counter() - t0) * 1000
-        for (msg, request), result in zip(good, scored, strict=True):
+        for request, result in zip(requests, scored, strict=True):
             rec = rank(request, result, self.model, started_ts=started, score_ms=score_ms)
             self.producer.produce(
                 self.settings.topics.recommendations,
@@ -128,13 +136,23 @@ class ScoringWorker:
     def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
         self.dead += 1
         ts_type, ts = msg.timestamp()
+        topic, partition, offset = _origin(msg)
         record = dead_letter(
-            topic=msg.topic(), partition=msg.partition(), offset=msg.offset(), key=msg.key(), value=msg.value(),
-            reason=reason, detail=detail, component=COMPONENT, timestamp_ms=ts if ts_type else None,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=msg.key(),
+            value=msg.value(),
+            reason=reason,
+            detail=detail,
+            component=COMPONENT,
+            timestamp_ms=ts if ts_type else None,
         )
         log.warning("dead letter", topic=msg.topic(), partition=msg.partition(), offset=msg.offset(), reason=reason)
         self.producer.produce(
-            self.settings.topics.dead_letters, key=msg.key(), value=DEAD_LETTERS.codec.encode(record),
+            self.settings.topics.dead_letters,
+            key=msg.key(),
+            value=DEAD_LETTERS.codec.encode(record),
             on_delivery=self._on_delivery,
         )
 
@@ -146,9 +164,15 @@ class ScoringWorker:
             # Not committing means the batch is consumed again after a restart/rebalance.
             raise RuntimeError(f"results not acknowledged, offsets not committed: {errors[:3]}")
         if offsets:
-            self.consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
-            )
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+
+
+def _origin(msg: Message) -> tuple[str, int, int]:
+    """Topic, partition, offset of a consumed (error-free) message."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:  # only error events lack them
+        raise ValueError("message without topic/partition/offset")
+    return topic, partition, offset
 
 
 def _member_main(settings_json: dict[str, Any], index: int) -> int:
@@ -177,7 +201,9 @@ def run_pool(settings: Settings) -> int:
     if n == 1:
         return _member_main(settings.model_dump(), 0)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_member_main, args=(settings.model_dump(), i), name=f"{COMPONENT}-{i}") for i in range(n)]
+    procs = [
+        ctx.Process(target=_member_main, args=(settings.model_dump(), i), name=f"{COMPONENT}-{i}") for i in range(n)
+    ]
     for p in procs:
         p.start()
 

@@ -38,7 +38,10 @@ def rank(
         because = request.history[b] if b is not None and b < len(request.history) else None
         items.append(
             RankedItem(
-                item_id=cand.item_id, title=cand.title, rank=rank_no, score=round(float(scored.scores[n]), 6),
+                item_id=cand.item_id,
+                title=cand.title,
+                rank=rank_no,
+                score=round(float(scored.scores[n]), 6),
                 because=because.item_id if because else None,
             )
         )

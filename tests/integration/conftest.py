@@ -56,7 +56,6 @@ def make_settings(broker: BrokerInfo, tmp: Path, **overrides: object) -> Setting
         "topic_prefix": f"t{uuid.uuid4().hex[:10]}.",
         "web_port": free_port(),
         "state_dir": tmp / "state",
-        "pool_group": f"pool-{uuid.uuid4().hex[:8]}",
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]
@@ -70,7 +69,6 @@ def env_for(settings: Settings) -> dict[str, str]:
         INSTRUCTREC_TOPIC_PREFIX=settings.topic_prefix,
         INSTRUCTREC_WEB_PORT=str(settings.web_port),
         INSTRUCTREC_STATE_DIR=str(settings.state_dir),
-        INSTRUCTREC_POOL_GROUP=settings.pool_group,
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -98,8 +98,13 @@ def scenario(broker, tmp_path_factory):
             tracker.before[trig.request_id] = list(tracker.items[user])
             replayer.run(iter([trig]), rate=0)
             out.after_restart.append(trig.request_id)
-        cold = Trigger(request_id=f"cold-{uuid.uuid4().hex[:8]}", user_id=f"cold-{uuid.uuid4().hex[:8]}", ts=0.0,
-                       k=7, intention="something light for tonight")
+        cold = Trigger(
+            request_id=f"cold-{uuid.uuid4().hex[:8]}",
+            user_id=f"cold-{uuid.uuid4().hex[:8]}",
+            ts=0.0,
+            k=7,
+            intention="something light for tonight",
+        )
         tracker.triggers[cold.request_id] = cold
         tracker.before[cold.request_id] = []
         replayer.run(iter([cold]), rate=0)
@@ -164,7 +169,11 @@ def test_recalled_items_were_never_seen_by_the_user(scenario):
         if trig.candidates is None:
             seen = set(scenario.tracker.before[rid])
             overlap = seen & {i.item_id for i in scenario.collector.results[rid].items}
-            assert not overlap, (rid, trig.user_id, [(x, scenario.tracker.before[rid].index(x), len(seen)) for x in overlap])
+            assert not overlap, (
+                rid,
+                trig.user_id,
+                [(x, scenario.tracker.before[rid].index(x), len(seen)) for x in overlap],
+            )
             checked += 1
     assert checked >= 150
 
@@ -181,7 +190,7 @@ def test_instruction_names_the_users_most_recent_item(scenario):
             continue
         assert not rec.cold_start, rid
         trig = scenario.tracker.triggers[rid]
-        newer = set(scenario.tracker.items[trig.user_id][len(before):]) - {before[-1]}
+        newer = set(scenario.tracker.items[trig.user_id][len(before) :]) - {before[-1]}
         superseded = len(newer) >= 5 and any(titles[i] in rec.instruction for i in newer)
         assert titles[before[-1]] in rec.instruction or superseded, (rid, before[-5:], rec.instruction)
         checked += 1
@@ -222,8 +231,22 @@ def test_cold_start_user_is_answered_with_popular_items(scenario):
 def test_cli_trigger_prints_the_answer(scenario):
     user = next(u for u, items in scenario.tracker.items.items() if len(items) >= 5)
     proc = subprocess.run(
-        [sys.executable, "-m", "instructrec", "trigger", user, "--intention", "a scary horror film", "-k", "4", "--json"],
-        env=scenario.procs.env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "instructrec",
+            "trigger",
+            user,
+            "--intention",
+            "a scary horror film",
+            "-k",
+            "4",
+            "--json",
+        ],
+        env=scenario.procs.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rec = orjson.loads(proc.stdout.strip().splitlines()[-1])
@@ -234,11 +257,19 @@ def test_cli_trigger_prints_the_answer(scenario):
 def test_cli_tail_and_create_topics(scenario):
     proc = subprocess.run(
         [sys.executable, "-m", "instructrec", "tail", "dead-letters", "--max", "2", "--timeout", "60"],
-        env=scenario.procs.env, capture_output=True, text=True, timeout=120,
+        env=scenario.procs.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = [line for line in proc.stdout.splitlines() if "dead-letters" in line]
     assert proc.returncode == 0 and len(lines) == 2
     assert "value_preview" in lines[0]
-    proc = subprocess.run([sys.executable, "-m", "instructrec", "create-topics"], env=scenario.procs.env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "instructrec", "create-topics"],
+        env=scenario.procs.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and proc.stdout.count(": exists") == 6

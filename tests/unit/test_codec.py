@@ -103,8 +103,16 @@ def test_trigger_limits_are_enforced_by_the_contract():
 
 
 def test_dead_letter_keeps_original_bytes_and_origin():
-    record = dead_letter(topic="p.events", partition=3, offset=17, key=b"u1", value=b"\xffbad",
-                         reason="invalid-json", detail="boom", component="test")
+    record = dead_letter(
+        topic="p.events",
+        partition=3,
+        offset=17,
+        key=b"u1",
+        value=b"\xffbad",
+        reason="invalid-json",
+        detail="boom",
+        component="test",
+    )
     decoded = JsonCodec(DeadLetter).decode(JsonCodec(DeadLetter).encode(record))
     import base64
 

@@ -5,8 +5,13 @@ from model.instructions import TEMPLATES, build_instruction, choose_template, cl
 
 
 def test_instruction_names_history_intention_and_task():
-    ins = build_instruction(request_id="r1", history_titles=["Star Wars", "Alien"], intention="a 90s comedy",
-                            task="recommend", template=TEMPLATES[0])
+    ins = build_instruction(
+        request_id="r1",
+        history_titles=["Star Wars", "Alien"],
+        intention="a 90s comedy",
+        task="recommend",
+        template=TEMPLATES[0],
+    )
     assert "Star Wars" in ins.text and "Alien" in ins.text
     assert '"a 90s comedy"' in ins.text
     assert ins.template == TEMPLATES[0].name and ins.task == "recommend"
@@ -42,8 +47,9 @@ def test_clean_intention_never_leaks_control_characters(text, cap):
 
 @given(st.lists(st.text(min_size=1, max_size=30), max_size=6), st.one_of(st.none(), st.text(max_size=50)))
 def test_build_instruction_is_total(history, intention):
-    ins = build_instruction(request_id="r", history_titles=history, intention=clean_intention(intention, 40),
-                            task="recommend")
+    ins = build_instruction(
+        request_id="r", history_titles=history, intention=clean_intention(intention, 40), task="recommend"
+    )
     assert ins.text
     for title in history:
         assert title in ins.text

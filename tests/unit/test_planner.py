@@ -57,7 +57,12 @@ def test_cold_start_gets_popular_then_fresh_items():
     req = plan_score_request(trig(k=3), None, LOOKUP, g, PlannerConfig(recall_size=5), fresh=["30", "29", "28"])
     assert req.cold_start
     assert [(c.item_id, c.source) for c in req.candidates] == [
-        ("7", "popular"), ("8", "popular"), ("30", "fresh"), ("29", "fresh"), ("28", "fresh")]
+        ("7", "popular"),
+        ("8", "popular"),
+        ("30", "fresh"),
+        ("29", "fresh"),
+        ("28", "fresh"),
+    ]
 
 
 def test_intention_is_cleaned_into_the_instruction():

@@ -10,17 +10,30 @@ MODEL = ModelInfo(name="m", version="v1")
 
 def request(n=5, k=3, history=True, intention=None, cold=False):
     return ScoreRequest(
-        request_id="r1", user_id="u", k=k, instruction="ins", template="t", task="recommend", intention=intention,
+        request_id="r1",
+        user_id="u",
+        k=k,
+        instruction="ins",
+        template="t",
+        task="recommend",
+        intention=intention,
         cold_start=cold,
         history=[HistoryItem(item_id="h1", title="Alien", text="Alien", event_type="click", ts=1.0)] if history else [],
         candidates=[Candidate(item_id=str(i), title=f"T{i}", text=f"T{i}", source="popular") for i in range(n)],
-        trigger_ts=10.0, request_ts=10.1,
+        trigger_ts=10.0,
+        request_ts=10.1,
     )
 
 
 def test_top_k_sorted_by_score_with_ids_breaking_ties():
-    rec = rank(request(), ScoredRequest([0.1, 0.9, 0.5, 0.9, 0.2], [0] * 5), MODEL, started_ts=10.2, score_ms=5,
-               now=lambda: 10.3)
+    rec = rank(
+        request(),
+        ScoredRequest([0.1, 0.9, 0.5, 0.9, 0.2], [0] * 5),
+        MODEL,
+        started_ts=10.2,
+        score_ms=5,
+        now=lambda: 10.3,
+    )
     assert [i.item_id for i in rec.items] == ["1", "3", "2"]
     assert [i.rank for i in rec.items] == [1, 2, 3]
     scores = [i.score for i in rec.items]
@@ -31,16 +44,26 @@ def test_top_k_sorted_by_score_with_ids_breaking_ties():
 
 
 def test_explanation_cites_history_and_intention():
-    rec = rank(request(intention="a comedy"), ScoredRequest([0.3, 0.2, 0.1, 0.0, 0.0], [0] * 5), MODEL,
-               started_ts=10.2, score_ms=1)
+    rec = rank(
+        request(intention="a comedy"),
+        ScoredRequest([0.3, 0.2, 0.1, 0.0, 0.0], [0] * 5),
+        MODEL,
+        started_ts=10.2,
+        score_ms=1,
+    )
     assert "“T0” is close to “Alien”" in rec.explanation
     assert "a comedy" in rec.explanation
     assert rec.items[0].because == "h1"
 
 
 def test_cold_start_explanation_says_so():
-    rec = rank(request(history=False, cold=True), ScoredRequest([0.3, 0.2, 0.1, 0.0, 0.0], [None] * 5), MODEL,
-               started_ts=10.2, score_ms=1)
+    rec = rank(
+        request(history=False, cold=True),
+        ScoredRequest([0.3, 0.2, 0.1, 0.0, 0.0], [None] * 5),
+        MODEL,
+        started_ts=10.2,
+        score_ms=1,
+    )
     assert "no history" in rec.explanation and "popular" in rec.explanation
     assert rec.cold_start and all(i.because is None for i in rec.items)
 

@@ -31,7 +31,12 @@ def test_cold_start_falls_back_to_popular_then_fresh():
     g = ItemGraph()
     g.rebuild([["p1", "p2"], ["p1"]])
     out = g.recall([], exclude=set(), limit=4, is_known=known, fresh=["f9", "p1", "f8"])
-    assert [(r.item_id, r.source) for r in out] == [("p1", "popular"), ("p2", "popular"), ("f9", "fresh"), ("f8", "fresh")]
+    assert [(r.item_id, r.source) for r in out] == [
+        ("p1", "popular"),
+        ("p2", "popular"),
+        ("f9", "fresh"),
+        ("f8", "fresh"),
+    ]
 
 
 def test_recall_is_deterministic():

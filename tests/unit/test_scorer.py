@@ -29,8 +29,12 @@ def test_item_embeddings_are_recomputed_only_when_text_changes(scorer, monkeypat
 def test_scores_follow_meaning_and_because_points_at_history(scorer):
     [result] = scorer.score_many(
         ["The user recently watched Star Wars and Alien. Recommend the movie they will want to watch next."],
-        [[("a", "Toy Story (1995). Animation, Children's, Comedy"),
-          ("b", "The Empire Strikes Back (1980). Action, Adventure, Sci-Fi, War")]],
+        [
+            [
+                ("a", "Toy Story (1995). Animation, Children's, Comedy"),
+                ("b", "The Empire Strikes Back (1980). Action, Adventure, Sci-Fi, War"),
+            ]
+        ],
         [[("h1", "Sense and Sensibility (1995). Drama, Romance"), ("h2", "Star Wars (1977). Action, Sci-Fi")]],
     )
     assert len(result.scores) == 2
