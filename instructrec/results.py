@@ -26,6 +26,25 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
+def stage_medians_ms(collector: ResultCollector, request_ids: list[str]) -> dict[str, float | None]:
+    """Median time per stage: trigger -> score request (stream worker), request -> scoring
+    start (pool queue), model time, result produced -> consumed (delivery)."""
+    stream, queue, score, deliver = [], [], [], []
+    for rid in request_ids:
+        rec = collector.results.get(rid)
+        if rec is None:
+            continue
+        t = rec.timings
+        stream.append((t.request_ts - t.trigger_ts) * 1000)
+        queue.append(t.queue_ms)
+        score.append(t.score_ms)
+        deliver.append((collector.received_ts[rid] - t.scored_ts) * 1000)
+    return {
+        name: None if (v := percentile(values, 50)) is None else round(v, 1)
+        for name, values in (("stream", stream), ("queue", queue), ("score", score), ("deliver", deliver))
+    }
+
+
 def format_result(rec: Recommendation, latency_ms: float | None, top: int = 5) -> str:
     items = "  ".join(f"{i.rank}. {i.title} ({i.score:.2f})" for i in rec.items[:top])
     lat = f" {latency_ms:.0f} ms" if latency_ms is not None else ""
@@ -41,6 +60,7 @@ class ResultCollector:
     results: dict[str, Recommendation] = field(default_factory=dict)
     duplicates: int = 0
     latencies_ms: dict[str, float] = field(default_factory=dict)
+    received_ts: dict[str, float] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -80,6 +100,7 @@ class ResultCollector:
             latency = (received - rec.timings.trigger_ts) * 1000
             self.results[rec.request_id] = rec
             self.latencies_ms[rec.request_id] = latency
+            self.received_ts[rec.request_id] = received
             self._cond.notify_all()
         if self.on_result is not None:
             self.on_result(rec, latency)

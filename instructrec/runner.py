@@ -21,7 +21,7 @@ from instructrec.broker import EmbeddedBroker
 from instructrec.kafka import create_topics
 from instructrec.logs import get_logger
 from instructrec.replay import ReplayConfig, Replayer, catalog_records, plan
-from instructrec.results import ResultCollector, format_result, percentile
+from instructrec.results import ResultCollector, format_result, percentile, stage_medians_ms
 from instructrec.settings import Settings
 from schemas.records import Trigger
 
@@ -159,6 +159,7 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
             p50_ms=_round(percentile(lat, 50)),
             p99_ms=_round(percentile(lat, 99)),
             max_ms=_round(max(lat) if lat else None),
+            stage_p50_ms=stage_medians_ms(collector, sent),
             events_per_s=round(stats.events / replay_s, 1) if replay_s else None,
             ready_s=round(ready_s, 1),
             replay_s=round(replay_s, 1),
