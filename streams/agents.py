@@ -106,6 +106,10 @@ class StreamWorker:
         self.app.agent(self.activity_topic, name="user-activity")(self._on_activity)
         self.app.agent(self.catalog_topic, name="catalog")(self._on_catalog)
         self.app.timer(interval=0.02, name="release-expired-triggers")(self._release_expired)
+        # Waiting triggers were acked with their batch: answer them before this worker
+        # gives their partitions away (rebalance) or stops, or they would be lost.
+        self.app.on_partitions_revoked.connect(self._answer_all_pending)
+        self.app.on_before_shutdown.connect(self._answer_all_pending)
 
     async def _rebuild_graph(self) -> None:
         self.graph.rebuild(items_of(UserContext.events(ctx)) for ctx in self.context.values())
@@ -221,6 +225,12 @@ class StreamWorker:
             else:
                 self.pending.pop(user, None)
 
+    async def _answer_all_pending(self, *_args: Any, **_kwargs: Any) -> None:
+        if not self.pending:
+            return
+        log.info("answering waiting triggers now", triggers=sum(map(len, self.pending.values())))
+        await self._release(set(self.pending), now=float("inf"))
+
     async def _release_expired(self) -> None:
         if not self.pending:
             return
@@ -243,7 +253,10 @@ class StreamWorker:
             return
         await self.requests_topic.send(key=SCORE_REQUESTS.key_of(request), value=SCORE_REQUESTS.codec.encode(request))
         # After the send: a crash in between answers twice (at-least-once), never zero times.
-        self.context[key] = UserContext.mark_answered(self.context.get(key), trigger.request_id)
+        try:
+            self.context[key] = UserContext.mark_answered(self.context.get(key), trigger.request_id)
+        except Exception as exc:  # table already stopped (answering at shutdown): the answer stands
+            log.warning("could not record answered trigger", request_id=trigger.request_id, error=repr(exc))
         self.counters.triggers += 1
         self.counters.score_requests += 1
         log.debug(

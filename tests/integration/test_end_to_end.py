@@ -84,7 +84,12 @@ def scenario(broker, tmp_path_factory):
         out.bad = send_bad_messages(settings)
         assert collector.wait_for(set(tracker.triggers), 180), tail_logs(procs)
 
-        # Restart the stream worker: its context must come back from the changelog.
+        # A trigger waiting for an event that never comes, then at once a restart of the
+        # stream worker: the trigger must be answered all the same (at shutdown, or by the
+        # new worker when its wait runs out), and the context must come back from the
+        # changelog.
+        some_user = next(u for u, items in tracker.items.items() if len(items) >= 3 and not u.startswith("new-"))
+        out.waiting = waiting_trigger(tracker, some_user, replayer)
         old = procs.procs["stream-worker"]
         old.send_signal(signal.SIGTERM)
         out.stop_code = old.wait(timeout=60)
@@ -98,6 +103,7 @@ def scenario(broker, tmp_path_factory):
             tracker.before[trig.request_id] = list(tracker.items[user])
             replayer.run(iter([trig]), rate=0)
             out.after_restart.append(trig.request_id)
+        out.expiring = waiting_trigger(tracker, some_user, replayer)
         cold = Trigger(
             request_id=f"cold-{uuid.uuid4().hex[:8]}",
             user_id=f"cold-{uuid.uuid4().hex[:8]}",
@@ -119,6 +125,15 @@ def scenario(broker, tmp_path_factory):
     finally:
         collector.close()
         out.exit_codes = procs.stop()
+
+
+def waiting_trigger(tracker: Tracker, user: str, replayer: Replayer) -> str:
+    """A trigger whose after_ts event never arrives: answered when its wait runs out."""
+    trig = Trigger(request_id=f"wait-{uuid.uuid4().hex[:8]}", user_id=user, ts=0.0, k=5, after_ts=4e9)
+    tracker.triggers[trig.request_id] = trig
+    tracker.before[trig.request_id] = list(tracker.items[user])
+    replayer.run(iter([trig]), rate=0)
+    return trig.request_id
 
 
 def send_bad_messages(settings) -> list[tuple[str, int, int, bytes]]:
@@ -207,6 +222,14 @@ def test_context_survives_a_stream_worker_restart(scenario):
         assert not rec.cold_start
         assert titles[before[-1]] in rec.instruction
         assert not set(before) & {i.item_id for i in rec.items}
+
+
+def test_a_trigger_waiting_for_its_event_is_answered_when_the_wait_ends_or_the_worker_stops(scenario):
+    for rid in (scenario.waiting, scenario.expiring):
+        rec = scenario.collector.results[rid]
+        assert not rec.cold_start and len(rec.items) == 5
+    # the wait is INSTRUCTREC_TRIGGER_WAIT_MS (3 s): answered after it, not long after
+    assert 2500 <= scenario.collector.latencies_ms[scenario.expiring] < 30_000
 
 
 def test_bad_messages_go_to_the_dead_letter_topic_with_bytes_origin_and_reason(scenario):
