@@ -192,6 +192,7 @@ class StreamWorker:
                 deadline = asyncio.get_running_loop().time() + self.settings.trigger_wait_ms / 1000
                 waiting.append(PendingTrigger(trigger, message, deadline))
                 self.counters.waited += 1
+                log.debug("trigger waits for its event", request_id=trigger.request_id, after_ts=trigger.after_ts)
                 return
             # Too many waiting: answer now rather than let memory grow.
         await self._plan_and_send(trigger, message)

@@ -70,6 +70,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         INSTRUCTREC_WEB_PORT=str(settings.web_port),
         INSTRUCTREC_STATE_DIR=str(settings.state_dir),
         PYTHONUNBUFFERED="1",
+        INSTRUCTREC_LOG_LEVEL="DEBUG",  # tests await some of the workers' log lines
     )
     return env
 

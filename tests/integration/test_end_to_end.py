@@ -11,10 +11,12 @@ import base64
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
@@ -90,9 +92,12 @@ def scenario(broker, tmp_path_factory):
         # changelog.
         some_user = next(u for u, items in tracker.items.items() if len(items) >= 3 and not u.startswith("new-"))
         out.waiting = waiting_trigger(tracker, some_user, replayer)
+        worker_log = procs.log_dir / "stream-worker.log"
+        assert wait_for_line(worker_log, f"request_id={out.waiting}", 30), tail_logs(procs)
         old = procs.procs["stream-worker"]
         old.send_signal(signal.SIGTERM)
         out.stop_code = old.wait(timeout=60)
+        out.flushed_at_stop = "answering waiting triggers now" in worker_log.read_text()
         procs.start("stream-worker", "stream-worker")
         wait_until_ready(replayer, collector, procs, 300)
         active = sorted(u for u, items in tracker.items.items() if len(items) >= 3 and not u.startswith("new-"))
@@ -134,6 +139,15 @@ def waiting_trigger(tracker: Tracker, user: str, replayer: Replayer) -> str:
     tracker.before[trig.request_id] = list(tracker.items[user])
     replayer.run(iter([trig]), rate=0)
     return trig.request_id
+
+
+def wait_for_line(path: Path, needle: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def send_bad_messages(settings) -> list[tuple[str, int, int, bytes]]:
@@ -225,6 +239,7 @@ def test_context_survives_a_stream_worker_restart(scenario):
 
 
 def test_a_trigger_waiting_for_its_event_is_answered_when_the_wait_ends_or_the_worker_stops(scenario):
+    assert scenario.flushed_at_stop  # the old worker answered it as it stopped
     for rid in (scenario.waiting, scenario.expiring):
         rec = scenario.collector.results[rid]
         assert not rec.cold_start and len(rec.items) == 5
