@@ -82,6 +82,7 @@ class EmbeddedBroker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a terminal's Ctrl-C goes to our process, which stops it last
                 env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
             )
         finally:

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     pool_workers: int | None = Field(default=None, ge=1, description="Default: one per GPU, else 1.")
     pool_group: str | None = Field(default=None, description="The pool's consumer group; default <prefix>scoring.")
     pool_poll_batch: int = Field(default=64, ge=1)
+    pool_drain_timeout_s: float = Field(
+        default=10.0, gt=0, description="On SIGTERM, longest wait for unacknowledged results before exiting."
+    )
     item_cache_size: int = Field(default=100_000, ge=1)
     max_seq_length: int = Field(default=128, ge=16, le=512)
 

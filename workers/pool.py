@@ -157,8 +157,15 @@ class ScoringWorker:
         )
 
     def _commit_after_ack(self, offsets: dict[tuple[str, int], int]) -> None:
+        stopping_since: float | None = None
         while self.producer.flush(1.0) > 0:
             log.warning("waiting for the broker to acknowledge results")
+            if self.stop.is_set():
+                stopping_since = stopping_since or time.monotonic()
+                if time.monotonic() - stopping_since > self.settings.pool_drain_timeout_s:
+                    # Give up without committing: the batch is scored again after restart.
+                    log.error("results unacknowledged at shutdown; offsets not committed")
+                    return
         if self._delivery_errors:
             errors, self._delivery_errors = self._delivery_errors, []
             # Not committing means the batch is consumed again after a restart/rebalance.
