@@ -80,7 +80,12 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(default=None, ge=1)
     pool_workers: int | None = Field(default=None, ge=1, description="Default: one per GPU, else 1.")
     pool_group: str | None = Field(default=None, description="The pool's consumer group; default <prefix>scoring.")
-    pool_poll_batch: int = Field(default=64, ge=1)
+    pool_poll_batch: int = Field(default=64, ge=1, description="Score requests taken per poll.")
+    batch_max_pairs: int = Field(
+        default=3300, ge=1, description="Micro-batch budget in candidate pairs (about 32 requests of 100)."
+    )
+    batch_max_wait_ms: float = Field(default=5.0, ge=0, description="Longest a request waits for its batch to fill.")
+    batch_queue: int = Field(default=256, ge=1, description="Requests taken but not published, at most (backpressure).")
     pool_drain_timeout_s: float = Field(
         default=10.0, gt=0, description="On SIGTERM, longest wait for unacknowledged results before exiting."
     )

@@ -1,9 +1,11 @@
 """The scoring pool: one process per GPU (CPU fallback), each a consumer-group member.
 
-Loop: poll a batch of score requests -> decode (bad ones to the dead-letter topic) ->
-score all requests of the batch together -> rank -> publish -> wait for the broker's
-acknowledgement -> commit offsets. Offsets are committed only after the results are
-acknowledged, so a crash re-scores rather than loses (at-least-once).
+Loop: poll score requests -> decode (bad ones to the dead-letter topic) -> submit to the
+micro-batcher, which packs candidates of many requests into one forward pass -> rank ->
+publish in consumption order -> wait for the broker's acknowledgement -> commit offsets.
+When the batcher's queue is full the member pauses its partitions instead of buffering.
+Offsets are committed only after the results are acknowledged, so a crash re-scores
+rather than loses (at-least-once).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -23,12 +28,24 @@ from instructrec.logs import configure_logging, get_logger
 from instructrec.settings import Settings
 from schemas.codec import dead_letter
 from schemas.exceptions import DecodeError
-from schemas.records import ModelInfo, ScoreRequest
+from schemas.records import ModelInfo, Recommendation, ScoreRequest
 from schemas.topics import DEAD_LETTERS, RECOMMENDATIONS, SCORE_REQUESTS
+from workers.batcher import MicroBatcher
 from workers.ranking import rank
 
 log = get_logger(__name__)
 COMPONENT = "scoring-pool"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A request that gets a dead letter instead of a result."""
+
+    reason: str
+    detail: str
+
+
+Outcome = Recommendation | Rejected
 
 
 def model_info(settings: Settings) -> ModelInfo:
@@ -72,42 +89,65 @@ class ScoringWorker:
     def run(self) -> int:
         s = self.settings
         self.load_model()
+        self.batcher: MicroBatcher[ScoreRequest, Outcome] = MicroBatcher(
+            self.score_batch,
+            max_cost=s.batch_max_pairs,
+            max_wait_s=s.batch_max_wait_ms / 1000,
+            max_queue=s.batch_queue,
+            name=f"{COMPONENT}-{self.index}-batcher",
+        )
+        self.inflight: deque[tuple[Message, Future[Outcome]]] = deque()
         self.consumer = Consumer(consumer_config(s, s.scoring_group, **{"client.id": f"{COMPONENT}-{self.index}"}))
         self.producer = make_producer(s, **{"client.id": f"{COMPONENT}-{self.index}", "linger.ms": 1})
-        self.consumer.subscribe([s.topics.score_requests])
+        self.consumer.subscribe([s.topics.score_requests], on_revoke=self._on_revoke)
         log.info("scoring pool member started", group=s.scoring_group, topic=s.topics.score_requests, index=self.index)
+        paused: list[TopicPartition] = []
         try:
             while not self.stop.is_set():
-                messages = self.consumer.consume(num_messages=s.pool_poll_batch, timeout=0.2)
-                if messages:
-                    self.handle(messages)
+                room = s.batch_queue - len(self.inflight)
+                if room <= 0 and not paused:
+                    # Backpressure: stop fetching instead of buffering without bound.
+                    paused = self.consumer.assignment()
+                    self.consumer.pause(paused)
+                elif room > 0 and paused:
+                    self.consumer.resume(paused)
+                    paused = []
+                if room > 0:
+                    wait = 0.005 if self.inflight else 0.2
+                    for msg in self.consumer.consume(num_messages=min(room, s.pool_poll_batch), timeout=wait):
+                        self._accept(msg)
+                else:
+                    self.consumer.poll(0.005)  # heartbeats and callbacks while paused
+                self._publish_done(wait_all=False)
+            self._publish_done(wait_all=True)  # drain: finish what was taken, publish, commit
         finally:
+            self.batcher.close(timeout=30)
             self.consumer.close()  # leaves the group so partitions move at once
             self.producer.flush(10)
         log.info("scoring pool member stopped", scored=self.scored, dead_letters=self.dead)
         return 0
 
-    def handle(self, messages: Sequence[Message]) -> None:
-        good: list[tuple[Message, ScoreRequest]] = []
-        offsets: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error", error=str(error))
-                continue
-            topic, partition, offset = _origin(msg)
-            offsets[(topic, partition)] = offset + 1
-            try:
-                good.append((msg, SCORE_REQUESTS.codec.decode(msg.value())))
-            except DecodeError as exc:
-                self._dead_letter(msg, exc.reason, exc.detail)
-        if good:
-            self._score_and_publish(good)
-        self._commit_after_ack(offsets)
+    def _accept(self, msg: Message) -> None:
+        error = msg.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error", error=str(error))
+            return
+        future: Future[Outcome]
+        try:
+            request = SCORE_REQUESTS.codec.decode(msg.value())
+        except DecodeError as exc:
+            future = Future()
+            future.set_result(Rejected(exc.reason, exc.detail))
+        else:
+            # Cost in candidate pairs (plus the instruction itself), not requests.
+            future = self.batcher.submit(request, cost=1 + len(request.candidates))
+        self.inflight.append((msg, future))
 
-    def _score_and_publish(self, good: list[tuple[Message, ScoreRequest]]) -> None:
-        requests = [r for _, r in good]
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Outcome]:
+        """The batcher's function: one forward pass for many requests. On CUDA out of
+        memory the batch is split in halves and retried; a request that fails alone is
+        rejected by itself."""
         started = time.time()
         t0 = time.perf_counter()
         try:
@@ -116,22 +156,52 @@ class ScoringWorker:
                 [[(c.item_id, c.text) for c in r.candidates] for r in requests],
                 [[(h.item_id, h.text) for h in r.history] for r in requests],
             )
-        except Exception as exc:  # the model failed: every request of the batch is failed
-            log.exception("scoring failed", requests=len(requests))
-            for msg, _ in good:
-                self._dead_letter(msg, "scoring-failed", f"{type(exc).__name__}: {exc}")
-            return
+        except Exception as exc:
+            from model.device import is_out_of_memory, release_cached_memory
+
+            if not is_out_of_memory(exc):
+                raise
+            release_cached_memory()
+            if len(requests) == 1:
+                return [Rejected("out-of-memory", f"{type(exc).__name__}: {str(exc)[:300]}")]
+            half = len(requests) // 2
+            log.warning("out of memory; splitting the batch", requests=len(requests))
+            return self.score_batch(requests[:half]) + self.score_batch(requests[half:])
         score_ms = (time.perf_counter() - t0) * 1000
-        for request, result in zip(requests, scored, strict=True):
-            rec = rank(request, result, self.model, started_ts=started, score_ms=score_ms)
-            self.producer.produce(
-                self.settings.topics.recommendations,
-                key=RECOMMENDATIONS.key_of(rec),
-                value=RECOMMENDATIONS.codec.encode(rec),
-                on_delivery=self._on_delivery,
-            )
-            self.scored += 1
-        log.debug("batch scored", requests=len(requests), score_ms=round(score_ms, 1))
+        return [
+            rank(request, result, self.model, started_ts=started, score_ms=score_ms)
+            for request, result in zip(requests, scored, strict=True)
+        ]
+
+    def _publish_done(self, wait_all: bool) -> None:
+        """Publish finished requests in consumption order, then commit their offsets once
+        the broker has acknowledged the results."""
+        offsets: dict[tuple[str, int], int] = {}
+        while self.inflight and (wait_all or self.inflight[0][1].done()):
+            msg, future = self.inflight.popleft()
+            try:
+                outcome = future.result()
+            except Exception as exc:  # the whole batch failed
+                log.error("scoring failed", error=repr(exc)[:300])
+                outcome = Rejected("scoring-failed", f"{type(exc).__name__}: {str(exc)[:300]}")
+            if isinstance(outcome, Rejected):
+                self._dead_letter(msg, outcome.reason, outcome.detail)
+            else:
+                self.producer.produce(
+                    self.settings.topics.recommendations,
+                    key=RECOMMENDATIONS.key_of(outcome),
+                    value=RECOMMENDATIONS.codec.encode(outcome),
+                    on_delivery=self._on_delivery,
+                )
+                self.scored += 1
+            topic, partition, offset = _origin(msg)
+            offsets[(topic, partition)] = offset + 1
+        if offsets:
+            self._commit_after_ack(offsets)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Finish and commit what this member took before the partitions move on.
+        self._publish_done(wait_all=True)
 
     def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
         self.dead += 1

@@ -1,0 +1,69 @@
+"""The pool's batch function with a fake scorer: no broker, no model."""
+
+import pytest
+
+from instructrec.settings import Settings
+from model.scorer import ScoredRequest
+from schemas.records import Candidate, Recommendation, ScoreRequest
+from workers.pool import Rejected, ScoringWorker
+
+
+class FakeScorer:
+    """Scores candidates by position; raises CUDA-style OOM above ``limit`` requests, and
+    always for instructions containing 'huge'."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.calls: list[int] = []
+
+    def score_many(self, instructions, candidates, histories):
+        self.calls.append(len(instructions))
+        if len(instructions) > self.limit or any("huge" in i for i in instructions):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [ScoredRequest([1.0 / (n + 1) for n in range(len(c))], [None] * len(c)) for c in candidates]
+
+
+def request(i: int, instruction: str = "ins") -> ScoreRequest:
+    return ScoreRequest(
+        request_id=f"r{i}",
+        user_id="u",
+        k=2,
+        instruction=instruction,
+        template="t",
+        task="recommend",
+        cold_start=True,
+        history=[],
+        trigger_ts=1.0,
+        request_ts=1.0,
+        candidates=[Candidate(item_id=str(n), title=f"T{n}", text=f"T{n}", source="popular") for n in range(3)],
+    )
+
+
+@pytest.fixture
+def worker():
+    return ScoringWorker(Settings(bootstrap_servers="unused:9092"))
+
+
+def test_out_of_memory_splits_the_batch_until_it_fits(worker):
+    worker.scorer = FakeScorer(limit=2)
+    out = worker.score_batch([request(i) for i in range(8)])
+    assert [o.request_id for o in out] == [f"r{i}" for i in range(8)]
+    assert all(isinstance(o, Recommendation) and [i.item_id for i in o.items] == ["0", "1"] for o in out)
+    assert worker.scorer.calls == [8, 4, 2, 2, 4, 2, 2]
+
+
+def test_a_request_that_fails_alone_is_rejected_by_itself(worker):
+    worker.scorer = FakeScorer(limit=8)
+    out = worker.score_batch([request(0), request(1, "huge"), request(2)])
+    assert isinstance(out[1], Rejected) and out[1].reason == "out-of-memory"
+    assert isinstance(out[0], Recommendation) and isinstance(out[2], Recommendation)
+
+
+def test_other_model_errors_fail_the_whole_batch(worker):
+    class Broken(FakeScorer):
+        def score_many(self, *args):
+            raise ValueError("bad weights")
+
+    worker.scorer = Broken(limit=8)
+    with pytest.raises(ValueError):
+        worker.score_batch([request(0), request(1)])
