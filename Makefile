@@ -9,7 +9,7 @@ DURATION ?=
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration venv data schemas lint clean
+.PHONY: run test unit integration bench venv data schemas lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ run: venv data
 
 test: venv data
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv data
+	$(PY) -m instructrec bench $(BENCH_ARGS)
 
 unit: venv data
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

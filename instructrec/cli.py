@@ -170,6 +170,21 @@ def cmd_broker(args: argparse.Namespace) -> int:
             return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from instructrec.bench import BenchConfig, print_bench, run_bench
+    from instructrec.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_format, "WARNING")
+    config = BenchConfig(
+        concurrencies=tuple(int(c) for c in args.concurrency.split(",")), rounds=args.rounds, out_dir=Path(args.out)
+    )
+    print_bench(run_bench(settings, config))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="instructrec", description="Streaming InstructRec recommendations on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -218,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("create-topics", help="create every topic of the contract (idempotent)")
     p.set_defaults(func=cmd_create_topics)
+
+    p = sub.add_parser("bench", help="benchmark harness: scoring modes side by side; report + plot; `bench: {json}`")
+    p.add_argument("--concurrency", default="1,8,32,128", help="comma-separated concurrent requests")
+    p.add_argument("--rounds", type=int, default=5, help="rounds per mode (medians are reported)")
+    p.add_argument("--out", default=".data/bench", help="report directory")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("broker", help="run the embedded broker in the foreground and print its address")
     p.add_argument("--port", type=int, default=None)

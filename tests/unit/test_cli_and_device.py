@@ -7,7 +7,7 @@ import torch
 from instructrec.cli import build_parser
 from model.device import choose_device
 
-COMMANDS = ["run", "stream-worker", "pool", "replay", "trigger", "tail", "create-topics", "broker"]
+COMMANDS = ["run", "stream-worker", "pool", "replay", "trigger", "tail", "create-topics", "broker", "bench"]
 
 
 def test_every_command_has_help():
