@@ -19,9 +19,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
 from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from model.device import DeviceChoice, choose_device
 from model.exceptions import ModelNotFound, ScoringError
+
+
+hf_logging.disable_progress_bar()  # a "Loading weights" bar per process start is noise in service logs
 
 
 def default_model_dir() -> Path:
