@@ -24,7 +24,6 @@ from transformers.utils import logging as hf_logging
 from model.device import DeviceChoice, choose_device
 from model.exceptions import ModelNotFound, ScoringError
 
-
 hf_logging.disable_progress_bar()  # a "Loading weights" bar per process start is noise in service logs
 
 
