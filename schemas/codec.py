@@ -7,10 +7,10 @@ import time
 from typing import Generic, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from schemas.exceptions import DecodeError
-from schemas.records import DeadLetter, Record
+from schemas.records import DeadLetter, Event, Record
 
 R = TypeVar("R", bound=Record)
 
@@ -53,6 +53,39 @@ class JsonCodec(Generic[R]):
             return self.record_type.model_validate(obj)
         except ValidationError as exc:
             raise DecodeError("invalid-record", _describe(exc)) from None
+
+
+MAX_EVENTS_PER_MESSAGE = 10_000
+_EVENT_LIST: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+
+
+def decode_events(data: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Event]:
+    """An events-topic value: one event object, or an array of events of one user (the
+    message key), so producers can share the per-message cost across many events."""
+    if data is None:
+        raise DecodeError("empty-value", "the message has no value (tombstone)")
+    if len(data) > max_bytes:
+        raise DecodeError("too-large", f"{len(data)} bytes > limit {max_bytes}")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("invalid-json", str(exc)[:200]) from None
+    try:
+        if isinstance(obj, dict):
+            return [Event.model_validate(obj)]
+        if not isinstance(obj, list):
+            raise DecodeError("not-an-object", f"expected an event object or an array, got {type(obj).__name__}")
+        if not obj:
+            raise DecodeError("empty-batch", "an event array needs at least one event")
+        if len(obj) > MAX_EVENTS_PER_MESSAGE:
+            raise DecodeError("too-many-events", f"{len(obj)} events > limit {MAX_EVENTS_PER_MESSAGE}")
+        events = _EVENT_LIST.validate_python(obj)
+    except ValidationError as exc:
+        raise DecodeError("invalid-record", _describe(exc)) from None
+    users = {e.user_id for e in events}
+    if len(users) > 1:
+        raise DecodeError("mixed-users", f"an event array must hold one user's events (the key); got {len(users)}")
+    return events
 
 
 def dead_letter(

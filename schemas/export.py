@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from schemas.topics import ALL_TOPICS
+from schemas.codec import MAX_EVENTS_PER_MESSAGE
+from schemas.topics import ALL_TOPICS, EVENTS
 
 JSON_DIR = Path(__file__).parent / "json"
 
@@ -19,6 +20,16 @@ def schema_documents() -> dict[str, dict[str, Any]]:
     docs = {}
     for spec in ALL_TOPICS:
         schema = spec.record_type.model_json_schema(mode="validation")
+        if spec is EVENTS:  # one event, or an array of one user's events
+            single = dict(schema)
+            schema = {
+                "title": "EventMessage",
+                "oneOf": [
+                    single,
+                    {"type": "array", "items": single, "minItems": 1, "maxItems": MAX_EVENTS_PER_MESSAGE},
+                ],
+                "description": "One event object, or an array of events that all carry the message key's user_id.",
+            }
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"instructrec-stream/{spec.suffix}.schema.json"
         schema["x-topic-suffix"] = spec.suffix

@@ -27,10 +27,10 @@ from instructrec.logs import get_logger
 from instructrec.settings import Settings
 from model.context import UserContext, items_of
 from model.recall import ItemGraph
-from schemas.codec import dead_letter
+from schemas.codec import dead_letter, decode_events
 from schemas.exceptions import DecodeError
-from schemas.records import CatalogItem, Event, Trigger
-from schemas.topics import CATALOG, DEAD_LETTERS, EVENTS, SCORE_REQUESTS, TRIGGERS
+from schemas.records import CatalogItem, Trigger
+from schemas.topics import CATALOG, DEAD_LETTERS, SCORE_REQUESTS, TRIGGERS
 from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_score_request
 
 log = get_logger(__name__)
@@ -156,15 +156,16 @@ class StreamWorker:
     async def apply_events(self, messages: Sequence[Message]) -> set[str]:
         """Decode, group by user, and write each user's context once for the batch.
         Returns the users whose context was written."""
-        codec = EVENTS.codec
         by_user: defaultdict[str, list[tuple[str, str, float]]] = defaultdict(list)
         for message in messages:
             try:
-                record: Event = codec.decode(message.value)
+                records = decode_events(message.value)
             except DecodeError as exc:
                 await self._dead_letter(message, exc.reason, exc.detail)
                 continue
-            by_user[record.user_id].append((record.item_id, record.event_type, record.ts))
+            events = by_user[records[0].user_id]
+            for record in records:
+                events.append((record.item_id, record.event_type, record.ts))
         limit, seen_limit = self.settings.context_length, self.settings.seen_limit
         for user_id, events in by_user.items():
             key = user_id.encode()

@@ -121,6 +121,9 @@ def scenario(broker, tmp_path_factory):
         replayer.run(iter([cold]), rate=0)
         out.cold = cold.request_id
 
+        # One message carrying an array of a new user's events, then a trigger after it.
+        out.batch_user, out.batch_trigger = send_event_array(settings, tracker, replayer, dataset)
+
         # Phase B: the next 2,500 events.
         replayer.run(tracker.track(plan(dataset, ReplayConfig(start=3000, events=2500, seed=2))), rate=RATE)
         assert collector.wait_for(set(tracker.triggers), 180), tail_logs(procs)
@@ -130,6 +133,30 @@ def scenario(broker, tmp_path_factory):
     finally:
         collector.close()
         out.exit_codes = procs.stop()
+
+
+def send_event_array(settings, tracker: Tracker, replayer: Replayer, dataset) -> tuple[str, str]:
+    user = f"batch-{uuid.uuid4().hex[:8]}"
+    items = sorted(dataset.items)[100:108]
+    events = [Event(user_id=user, item_id=i, event_type="click", ts=1000.0 + n) for n, i in enumerate(items)]
+    producer = make_producer(settings)
+    producer.produce(
+        settings.topics.events, key=user.encode(), value=orjson.dumps([e.model_dump(mode="json") for e in events])
+    )
+    producer.flush(30)
+    tracker.items[user].extend(items)
+    trig = Trigger(
+        request_id=f"batch-{uuid.uuid4().hex[:8]}",
+        user_id=user,
+        ts=0.0,
+        k=5,
+        after_ts=events[-1].ts,
+        after_item_id=events[-1].item_id,
+    )
+    tracker.triggers[trig.request_id] = trig
+    tracker.before[trig.request_id] = list(items)
+    replayer.run(iter([trig]), rate=0)
+    return user, trig.request_id
 
 
 def waiting_trigger(tracker: Tracker, user: str, replayer: Replayer) -> str:
@@ -245,6 +272,15 @@ def test_a_trigger_waiting_for_its_event_is_answered_when_the_wait_ends_or_the_w
         assert not rec.cold_start and len(rec.items) == 5
     # the wait is INSTRUCTREC_TRIGGER_WAIT_MS (3 s): answered after it, not long after
     assert 2500 <= scenario.collector.latencies_ms[scenario.expiring] < 30_000
+
+
+def test_an_array_of_events_in_one_message_updates_the_context(scenario):
+    rec = scenario.collector.results[scenario.batch_trigger]
+    titles = {i: item.title for i, item in scenario.dataset.items.items()}
+    items = scenario.tracker.items[scenario.batch_user]
+    assert not rec.cold_start
+    assert all(titles[i] in rec.instruction for i in items[-5:])
+    assert not set(items) & {i.item_id for i in rec.items}
 
 
 def test_bad_messages_go_to_the_dead_letter_topic_with_bytes_origin_and_reason(scenario):

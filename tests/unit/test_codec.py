@@ -134,3 +134,38 @@ def test_topics_are_named_once_with_prefix_and_keyed_by_user():
 def test_catalog_scoring_text_uses_title_year_genres():
     item = CatalogItem(item_id="1", title="Toy Story", attributes={"year": "1995", "genres": ["Animation", "Comedy"]})
     assert item.scoring_text() == "Toy Story (1995). Animation, Comedy"
+
+
+def test_an_events_message_may_hold_an_array_of_one_users_events():
+    from schemas.codec import decode_events
+
+    batch = [{**EVENT, "item_id": str(i), "ts": 100.0 + i} for i in range(5)]
+    events = decode_events(orjson.dumps(batch))
+    assert [e.item_id for e in events] == ["0", "1", "2", "3", "4"]
+    assert decode_events(orjson.dumps(EVENT)) == [Event(**EVENT)]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ([], "empty-batch"),
+        ([EVENT, {**EVENT, "user_id": "other"}], "mixed-users"),
+        ([EVENT, {**EVENT, "event_type": "buy"}], "invalid-record"),
+        ([EVENT] * 10_001, "too-many-events"),
+        ("just a string", "not-an-object"),
+    ],
+)
+def test_bad_event_arrays_are_rejected_whole(payload, reason):
+    from schemas.codec import decode_events
+
+    with pytest.raises(DecodeError) as info:
+        decode_events(orjson.dumps(payload))
+    assert info.value.reason == reason
+
+
+@given(st.lists(st.sampled_from(["click", "view"]), min_size=1, max_size=20))
+def test_event_array_roundtrip_property(kinds):
+    from schemas.codec import decode_events
+
+    batch = [Event(user_id="u", item_id=str(i), event_type=k, ts=float(i)) for i, k in enumerate(kinds)]
+    assert decode_events(orjson.dumps([e.model_dump(mode="json") for e in batch])) == batch

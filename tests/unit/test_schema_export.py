@@ -30,3 +30,10 @@ def test_schema_rejects_what_the_decoder_rejects():
     validator = jsonschema.Draft202012Validator(doc)
     assert not validator.is_valid({"user_id": "1", "item_id": "2", "event_type": "purchase", "ts": 1.0})
     assert not validator.is_valid({"item_id": "2", "event_type": "click", "ts": 1.0})
+
+
+def test_the_events_schema_accepts_one_event_or_an_array():
+    validator = jsonschema.Draft202012Validator(schema_documents()["events.schema.json"])
+    event = {"user_id": "1", "item_id": "2", "event_type": "view", "ts": 1.0}
+    assert validator.is_valid(event) and validator.is_valid([event, event])
+    assert not validator.is_valid([]) and not validator.is_valid([{"user_id": "1"}])
