@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ class BenchConfig:
     concurrencies: tuple[int, ...] = (1, 8, 32, 128)
     rounds: int = 5
     candidates: int = 100
+    ingest_rounds: int = 3
+    ingest_single_events: int = 20_000
+    ingest_batched_events: int = 100_000
+    events_per_message: int = 50
+    trigger_seconds: float = 60.0
     out_dir: Path = Path(".data/bench")
 
 
@@ -152,7 +158,151 @@ def bench_scoring(settings: Settings, config: BenchConfig) -> dict[str, Any]:
     return results
 
 
-def write_report(scoring: dict[str, Any], out_dir: Path) -> Path:
+# --------------------------------------------------------------------------- ingestion
+
+
+def _event_messages(dataset: Dataset, n: int, per_message: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs for the first ``n`` ml-100k events: single events, or arrays
+    of up to ``per_message`` consecutive events of one user."""
+    out: list[tuple[bytes, bytes]] = []
+    pending: dict[str, list[dict[str, Any]]] = {}
+    for x in dataset.interactions[:n]:
+        event = {
+            "user_id": x.user_id,
+            "item_id": x.item_id,
+            "event_type": "click" if x.rating >= 4 else "view",
+            "ts": x.ts,
+        }
+        if per_message <= 1:
+            out.append((x.user_id.encode(), orjson.dumps(event)))
+            continue
+        batch = pending.setdefault(x.user_id, [])
+        batch.append(event)
+        if len(batch) >= per_message:
+            out.append((x.user_id.encode(), orjson.dumps(pending.pop(x.user_id))))
+    out += [(user.encode(), orjson.dumps(batch)) for user, batch in pending.items()]
+    return out
+
+
+class ChangelogWatch:
+    """Reads a changelog topic from its start by manual assignment (no group join, which
+    takes seconds on the embedded broker) and waits for sentinel records."""
+
+    def __init__(self, settings: Settings, topic: str, timeout: float = 120.0) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(settings.confluent_config())
+        deadline = time.monotonic() + timeout
+        while topic not in (meta := admin.list_topics(timeout=5)).topics:  # the worker creates it at start
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{topic} was never created")
+            time.sleep(0.2)
+        partitions = len(meta.topics[topic].partitions)
+        self.consumer = Consumer(
+            {
+                **settings.confluent_config(),
+                "group.id": "bench-watch",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+            }
+        )
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+
+    def wait(self, wanted: dict[str, str], timeout: float) -> float | None:
+        """Until, for every sentinel user, a record of that user holds its sentinel item;
+        returns the time.monotonic() when the last one was read, None on timeout."""
+        missing = dict(wanted)
+        deadline = time.monotonic() + timeout
+        while missing and time.monotonic() < deadline:
+            for msg in self.consumer.consume(1000, timeout=0.05):
+                key = msg.key()
+                if msg.error() is not None or key is None:
+                    continue
+                user = key.decode(errors="replace").strip('"')
+                if user in missing and missing[user].encode() in (msg.value() or b""):
+                    del missing[user]
+        return None if missing else time.monotonic()
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def bench_ingest(settings: Settings, dataset: Dataset, *, naive: bool, per_message: int, n_events: int) -> float:
+    """Events/s through one stream worker process (ours or the naive agent), measured
+    from the first event produced to the sentinel event of every partition applied."""
+    import subprocess
+    import sys
+    import uuid
+
+    from instructrec.kafka import create_topics, make_producer
+    from instructrec.runner import child_env
+
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    s = settings.model_copy(update={"topic_prefix": prefix, "web_port": _free_port()})
+    s.__dict__.pop("topics", None)
+    create_topics(s)
+    env = child_env(s, s.require_bootstrap(), s.embedded)
+    env.update(INSTRUCTREC_TOPIC_PREFIX=prefix, INSTRUCTREC_WEB_PORT=str(s.web_port), INSTRUCTREC_LOG_LEVEL="WARNING")
+    cmd = [sys.executable, "-m", "streams.naive"] if naive else [sys.executable, "-m", "instructrec", "stream-worker"]
+    app_id = f"{prefix}{s.app_id}-naive" if naive else f"{prefix}{s.app_id}"
+    changelog = f"{app_id}-{'naive-context' if naive else 'user-context'}-changelog"
+    log_dir = s.data_dir / "bench" / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{'naive' if naive else 'ours'}-{per_message}.log", "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    producer = make_producer(s, **{"linger.ms": 5, "queue.buffering.max.messages": 1_000_000})
+    try:
+
+        def sentinels(tag: str) -> dict[str, str]:
+            marks = {}
+            for p in range(s.partitions):
+                user, item = f"sentinel-{tag}-{p}", f"mark-{tag}-{p}"
+                value = orjson.dumps({"user_id": user, "item_id": item, "event_type": "view", "ts": 1.0})
+                producer.produce(s.topics.events, key=user.encode(), value=value, partition=p)
+                marks[user] = item
+            producer.flush(30)
+            return marks
+
+        watch = ChangelogWatch(s, changelog)
+        # Ready: a first sentinel per partition has been applied (join + recovery done).
+        if watch.wait(sentinels("ready"), 180) is None:
+            raise RuntimeError(f"stream worker not ready; see {log_dir}")
+        messages = _event_messages(dataset, n_events, per_message)
+        started = time.monotonic()
+        for key, value in messages:
+            while True:
+                try:
+                    producer.produce(s.topics.events, key=key, value=value)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        done = watch.wait(sentinels("end"), 600)
+        watch.close()
+        if done is None:
+            raise RuntimeError(f"stream worker did not finish; see {log_dir}")
+        return n_events / (done - started)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _free_port() -> int:
+    from instructrec.broker import free_port
+
+    return free_port()
+
+
+def write_report(
+    scoring: dict[str, Any],
+    out_dir: Path,
+    ingest: dict[str, float] | None = None,
+    triggers: dict[str, Any] | None = None,
+    config: BenchConfig | None = None,
+) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = scoring["rows"]
     lines = [
@@ -170,8 +320,35 @@ def write_report(scoring: dict[str, Any], out_dir: Path) -> Path:
             f"| {r['concurrency']} | {r['raw_forward_per_s']:.0f} | {r['one_at_a_time_per_s']:.0f} | "
             f"{r['batched_per_s']:.0f} | {r['batched_vs_raw']:.2f} | {r['batched_vs_one']:.2f} |"
         )
-    report = out_dir / "report.md"
     lines += ["", "![scoring throughput](scoring.png)", ""]
+    if ingest and config:
+        naive = ingest["naive_faust_events_per_s"]
+        lines += [
+            "## Stream ingestion (embedded broker, one stream-worker process)",
+            "",
+            f"Events/s from the first event produced to every partition's last event applied to the context "
+            f"table; medians of {config.ingest_rounds} interleaved rounds.",
+            "",
+            "| path | events/s | vs naive |",
+            "|---|---:|---:|",
+            f"| naive Faust agent, one table write per event ({config.ingest_single_events} single-event messages) "
+            f"| {naive:.0f} | 1.00 |",
+            f"| ours, single-event messages ({config.ingest_single_events}) | {ingest['ingest_events_per_s']:.0f} | "
+            f"{ingest['ingest_events_per_s'] / naive:.2f} |",
+            f"| ours, arrays of {config.events_per_message} events per message ({config.ingest_batched_events}) | "
+            f"{ingest['ingest_batched_events_per_s']:.0f} | {ingest['ingest_batched_events_per_s'] / naive:.2f} |",
+            "",
+        ]
+    if triggers:
+        lines += [
+            "## Trigger latency (whole system, 20 triggers/s, ~100 candidates each)",
+            "",
+            f"p50 {triggers['trigger_p50_ms']} ms, p99 {triggers['trigger_p99_ms']} ms over {triggers['triggers']} "
+            f"triggers ({triggers['triggers_unanswered']} unanswered); stage medians (ms): "
+            f"{triggers['trigger_stage_p50_ms']}.",
+            "",
+        ]
+    report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     try:
         import matplotlib
@@ -201,10 +378,59 @@ def write_report(scoring: dict[str, Any], out_dir: Path) -> Path:
     return report
 
 
+def bench_ingest_all(settings: Settings, config: BenchConfig) -> dict[str, float]:
+    """Ours (single events, arrays of events) and the naive agent, rounds interleaved."""
+    from instructrec.broker import EmbeddedBroker
+
+    dataset = load_ml100k(fetch_ml100k(settings.data_dir).parent)
+    runs: dict[str, list[float]] = {
+        "ingest_events_per_s": [],
+        "naive_faust_events_per_s": [],
+        "ingest_batched_events_per_s": [],
+    }
+    with EmbeddedBroker() if not settings.bootstrap_servers else nullcontext() as broker:
+        s = settings
+        if broker is not None:
+            s = settings.model_copy(
+                update={"bootstrap_servers": broker.bootstrap_servers, "broker_profile": "embedded"}
+            )
+        for _ in range(config.ingest_rounds):
+            for key, naive, per, n in (
+                ("ingest_events_per_s", False, 1, config.ingest_single_events),
+                ("naive_faust_events_per_s", True, 1, config.ingest_single_events),
+                ("ingest_batched_events_per_s", False, config.events_per_message, config.ingest_batched_events),
+            ):
+                rate = bench_ingest(s, dataset, naive=naive, per_message=per, n_events=n)
+                runs[key].append(rate)
+                print(f"ingest {key}: {rate:.0f} events/s", flush=True)
+    return {key: round(statistics.median(values), 1) for key, values in runs.items()}
+
+
+def bench_triggers(settings: Settings, config: BenchConfig) -> dict[str, Any]:
+    """The whole system at 20 triggers/s (500 events/s, one trigger per 25 events), each
+    with ~100 recalled candidates: trigger produced -> result consumed."""
+    from instructrec.replay import ReplayConfig
+    from instructrec.runner import RunOptions, run_all
+
+    summary = run_all(
+        settings,
+        RunOptions(duration=config.trigger_seconds, rate=500.0, replay=ReplayConfig(trigger_every=25), quiet=True),
+    )
+    return {
+        "trigger_p50_ms": summary["p50_ms"],
+        "trigger_p99_ms": summary["p99_ms"],
+        "trigger_stage_p50_ms": summary["stage_p50_ms"],
+        "triggers": summary["triggers"],
+        "triggers_unanswered": summary["unanswered"],
+    }
+
+
 def run_bench(settings: Settings, config: BenchConfig) -> dict[str, Any]:
     scoring = bench_scoring(settings, config)
-    report = write_report(scoring, config.out_dir)
-    summary: dict[str, Any] = {"device": scoring["device"], "report": str(report)}
+    ingest = bench_ingest_all(settings, config)
+    triggers = bench_triggers(settings, config)
+    report = write_report(scoring, config.out_dir, ingest, triggers, config)
+    summary: dict[str, Any] = {"device": scoring["device"], "report": str(report), **ingest, **triggers}
     for row in scoring["rows"]:
         c = row["concurrency"]
         summary[f"one_at_a_time_c{c}_per_s"] = row["one_at_a_time_per_s"]
