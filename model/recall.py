@@ -35,28 +35,64 @@ class ItemGraph:
                 if a != b:
                     yield a, b
 
+    def _count(self, item: str, sign: int) -> None:
+        value = self.popularity[item] + sign
+        if value > 0:
+            self.popularity[item] = value
+        else:
+            del self.popularity[item]
+
+    def _pair(self, a: str, b: str, sign: int) -> None:
+        for x, y in ((a, b), (b, a)):
+            row = self.neighbours[x]
+            value = row[y] + sign
+            if value > 0:
+                row[y] = value
+            else:
+                del row[y]
+                if not row:
+                    del self.neighbours[x]
+
     def _apply(self, items: Sequence[str], sign: int) -> None:
         for item in items:
-            self.popularity[item] += sign
-            if self.popularity[item] <= 0:
-                del self.popularity[item]
+            self._count(item, sign)
         for a, b in self._pairs(items):
-            for x, y in ((a, b), (b, a)):
-                row = self.neighbours[x]
-                row[y] += sign
-                if row[y] <= 0:
-                    del row[y]
-                    if not row:
-                        del self.neighbours[x]
+            self._pair(a, b, sign)
 
-    def replace_user(self, old_items: Sequence[str], new_items: Sequence[str]) -> None:
-        """A user's context changed from ``old_items`` to ``new_items`` (oldest first)."""
+    def replace_user(self, old_items: Sequence[str], new_items: Sequence[str], max_shift: int | None = None) -> None:
+        """A user's context changed from ``old_items`` to ``new_items`` (oldest first).
+
+        The common change -- ``d`` items dropped from the front, ``a`` appended at the
+        end -- touches only the pairs at the two ends, so only those are updated; any
+        other change (a late event inserted in the middle) swaps the whole context.
+        ``max_shift`` bounds the front drops tried (the number of events just applied).
+        """
         if old_items == new_items:
             return
-        # Common case: appended at the end, maybe dropped from the front. Only the pairs
-        # touching the changed ends differ, but a full swap is O(len * window) and exact.
+        n_old, n_new = len(old_items), len(new_items)
+        limit = n_old if max_shift is None else min(n_old, max_shift)
+        for d in range(limit + 1):
+            keep = n_old - d
+            if keep <= n_new and old_items[d:] == new_items[:keep]:
+                self._shift(old_items, new_items, d, n_new - keep)
+                return
         self._apply(old_items, -1)
         self._apply(new_items, +1)
+
+    def _shift(self, old: Sequence[str], new: Sequence[str], dropped: int, appended: int) -> None:
+        w = self.window
+        for i in range(dropped):  # pairs whose first item left the window
+            a = old[i]
+            self._count(a, -1)
+            for b in old[i + 1 : i + 1 + w]:
+                if a != b:
+                    self._pair(a, b, -1)
+        for j in range(len(new) - appended, len(new)):  # pairs whose second item is new
+            b = new[j]
+            self._count(b, +1)
+            for a in new[max(0, j - w) : j]:
+                if a != b:
+                    self._pair(a, b, +1)
 
     def rebuild(self, contexts: Iterable[Sequence[str]]) -> None:
         self.neighbours = defaultdict(Counter)

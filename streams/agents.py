@@ -173,7 +173,9 @@ class StreamWorker:
             new = UserContext.apply(old, events, limit, seen_limit)
             if new != old:
                 self.context[key] = new
-                self.graph.replace_user(items_of(UserContext.events(old)), items_of(new["events"]))
+                self.graph.replace_user(
+                    items_of(UserContext.events(old)), items_of(new["events"]), max_shift=len(events)
+                )
             self.counters.events += len(events)
         return set(by_user)
 

@@ -59,3 +59,21 @@ def test_incremental_updates_equal_a_rebuild(before, after):
     expected.rebuild(after[:n] + before[n:])
     assert g.popularity == expected.popularity
     assert {k: v for k, v in g.neighbours.items() if v} == {k: v for k, v in expected.neighbours.items() if v}
+
+
+@given(
+    st.lists(st.sampled_from("abcdefgh"), max_size=15),
+    st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=6),
+    st.integers(1, 15),
+    st.lists(st.lists(st.sampled_from("abcdefgh"), max_size=10), max_size=4),
+)
+def test_sliding_a_context_window_updates_only_its_ends_and_equals_a_rebuild(old, appended, limit, others):
+    new = (old + appended)[-limit:]
+    old = old[-limit:]
+    g = ItemGraph(window=3)
+    g.rebuild([old, *others])
+    g.replace_user(old, new, max_shift=len(appended))
+    expected = ItemGraph(window=3)
+    expected.rebuild([new, *others])
+    assert g.popularity == expected.popularity
+    assert {k: v for k, v in g.neighbours.items() if v} == {k: v for k, v in expected.neighbours.items() if v}
