@@ -3,6 +3,7 @@ replay and a live view of the results, as separate processes; a summary at the e
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from instructrec.logs import get_logger
 from instructrec.replay import ReplayConfig, Replayer, catalog_records, plan
 from instructrec.results import ResultCollector, format_result, percentile, stage_medians_ms
 from instructrec.settings import Settings
-from schemas.records import Trigger
+from schemas.records import DeadLetter, Trigger
 
 log = get_logger(__name__)
 
@@ -155,7 +156,10 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
             results=answered,
             unanswered=stats.triggers - answered,
             duplicate_results=collector.duplicates,
-            dead_letters=len(collector.dead_letters),
+            # Readiness probes sent before the catalog was read are dead-lettered
+            # (no-candidates) by design; they are counted apart.
+            dead_letters=sum(1 for d in collector.dead_letters if not _is_probe(d)),
+            probe_dead_letters=sum(1 for d in collector.dead_letters if _is_probe(d)),
             p50_ms=_round(percentile(lat, 50)),
             p99_ms=_round(percentile(lat, 99)),
             max_ms=_round(max(lat) if lat else None),
@@ -195,6 +199,10 @@ def wait_until_ready(
             procs.check()
         if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
             raise RuntimeError(f"the pipeline did not answer a probe within {timeout:.0f}s")
+
+
+def _is_probe(letter: DeadLetter) -> bool:
+    return b'"request_id":"probe-' in base64.b64decode(letter.value_b64)
 
 
 def _mk(path: Path) -> bool:
