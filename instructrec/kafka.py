@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from instructrec.errors import BrokerError
@@ -77,3 +77,18 @@ def create_topics(settings: Settings, extra: Iterable[str] = (), timeout: float 
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise BrokerError(f"could not create topic {name}: {exc}") from exc
     return created
+
+
+def poll_batch(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
+    """Up to ``max_messages``, returning as soon as one has arrived.
+
+    ``Consumer.consume(n, timeout)`` waits the whole timeout unless n messages arrive, which
+    adds up to ``timeout`` of latency to every quiet-time message; this waits only for the
+    first, then takes what is already fetched.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    if max_messages <= 1:
+        return [first]
+    return [first, *consumer.consume(max_messages - 1, timeout=0)]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer
 
-from instructrec.kafka import consumer_config
+from instructrec.kafka import consumer_config, poll_batch
 from instructrec.settings import Settings
 from schemas.exceptions import DecodeError
 from schemas.records import DeadLetter, Recommendation
@@ -76,7 +76,7 @@ class ResultCollector:
         consumer.subscribe([s.topics.recommendations, s.topics.dead_letters])
         try:
             while not self.stop.is_set():
-                for msg in consumer.consume(num_messages=500, timeout=0.1):
+                for msg in poll_batch(consumer, 500, 0.1):
                     if msg.error() is not None:
                         continue
                     received = time.time()

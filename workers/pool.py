@@ -23,7 +23,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from instructrec.kafka import consumer_config, make_producer
+from instructrec.kafka import consumer_config, make_producer, poll_batch
 from instructrec.logs import configure_logging, get_logger
 from instructrec.settings import Settings
 from schemas.codec import dead_letter
@@ -114,7 +114,7 @@ class ScoringWorker:
                     paused = []
                 if room > 0:
                     wait = 0.005 if self.inflight else 0.2
-                    for msg in self.consumer.consume(num_messages=min(room, s.pool_poll_batch), timeout=wait):
+                    for msg in poll_batch(self.consumer, min(room, s.pool_poll_batch), wait):
                         self._accept(msg)
                 else:
                     self.consumer.poll(0.005)  # heartbeats and callbacks while paused
