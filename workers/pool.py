@@ -60,6 +60,7 @@ class ScoringWorker:
         self.model = model_info(settings)
         self.scored = 0
         self.dead = 0
+        self.pauses = 0
         self._delivery_errors: list[str] = []
 
     def load_model(self) -> None:
@@ -109,6 +110,8 @@ class ScoringWorker:
                     # Backpressure: stop fetching instead of buffering without bound.
                     paused = self.consumer.assignment()
                     self.consumer.pause(paused)
+                    self.pauses += 1
+                    log.debug("backpressure: partitions paused", inflight=len(self.inflight))
                 elif room > 0 and paused:
                     self.consumer.resume(paused)
                     paused = []
@@ -124,7 +127,7 @@ class ScoringWorker:
             self.batcher.close(timeout=30)
             self.consumer.close()  # leaves the group so partitions move at once
             self.producer.flush(10)
-        log.info("scoring pool member stopped", scored=self.scored, dead_letters=self.dead)
+        log.info("scoring pool member stopped", scored=self.scored, dead_letters=self.dead, pauses=self.pauses)
         return 0
 
     def _accept(self, msg: Message) -> None:
