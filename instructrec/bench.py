@@ -30,7 +30,7 @@ from instructrec.settings import Settings
 from model.context import UserContext
 from model.data import Dataset, fetch_ml100k, load_ml100k
 from model.recall import ItemGraph
-from schemas.records import CatalogItem, ScoreRequest, Trigger
+from schemas.records import CatalogItem, ModelInfo, ScoreRequest, Trigger
 from streams.planner import PlannerConfig, plan_score_request
 from workers.batcher import MicroBatcher
 
@@ -106,7 +106,7 @@ def bench_scoring(settings: Settings, config: BenchConfig) -> dict[str, Any]:
     threads = set_cpu_threads(settings.torch_threads) if device.device.type == "cpu" else None
     scorer = BiEncoderScorer(TextEncoder(settings.model_dir, device, settings.max_seq_length))
     worker = ScoringWorker(settings)
-    worker.scorer = scorer
+    worker.active = (scorer, ModelInfo(name=settings.model_name, version=settings.model_version))
     lock = threading.Lock()
     results: dict[str, Any] = {"device": device.label, "torch_threads": threads, "rows": []}
     for conc in config.concurrencies:

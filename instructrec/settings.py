@@ -73,8 +73,13 @@ class Settings(BaseSettings):
     fetch_wait_ms: int | None = Field(default=None, ge=1, description="Consumer fetch max wait; default by profile.")
 
     # --- Scoring pool ----------------------------------------------------------------
-    model_dir: Path | None = Field(default=None, description="Default: the packaged all-MiniLM-L6-v2.")
+    model_dir: Path | None = Field(
+        default=None, description="A model directory, or a root of version directories. Default: packaged MiniLM."
+    )
     model_name: str = "all-MiniLM-L6-v2"
+    model_poll_s: float = Field(
+        default=5.0, ge=0, description="How often pools look for a new model version (0: never)."
+    )
     model_version: str = Field(default="pretrained-1", description="Named in every result.")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     torch_threads: int | None = Field(default=None, ge=1)

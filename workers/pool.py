@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from instructrec.kafka import consumer_config, make_producer, poll_batch
 from instructrec.logs import configure_logging, get_logger
 from instructrec.settings import Settings
+from model.registry import ModelChoice
 from schemas.codec import dead_letter
 from schemas.exceptions import DecodeError
 from schemas.records import ModelInfo, Recommendation, ScoreRequest
@@ -48,40 +49,58 @@ class Rejected:
 Outcome = Recommendation | Rejected
 
 
-def model_info(settings: Settings) -> ModelInfo:
-    return ModelInfo(name=settings.model_name, version=settings.model_version)
-
-
 class ScoringWorker:
     def __init__(self, settings: Settings, index: int = 0) -> None:
         self.settings = settings
         self.index = index
         self.stop = threading.Event()
-        self.model = model_info(settings)
         self.scored = 0
         self.dead = 0
         self.pauses = 0
         self._delivery_errors: list[str] = []
 
-    def load_model(self) -> None:
+    def _model_choice(self) -> ModelChoice:
+        from model.registry import resolve_model
+        from model.scorer import default_model_dir
+
+        return resolve_model(self.settings.model_dir or default_model_dir(), self.settings.model_version)
+
+    def load_model(self, choice: ModelChoice | None = None) -> None:
+        """Load (or hot-swap to) a model version. Scorer and version are swapped together,
+        between batches, so every result names the version that produced it."""
         from model.device import choose_device, set_cpu_threads
         from model.scorer import BiEncoderScorer, TextEncoder
 
+        choice = choice or self._model_choice()
         device = choose_device(self.settings.device, self.index)
         if device.device.type == "cpu":
             set_cpu_threads(self.settings.torch_threads)
         started = time.perf_counter()
-        encoder = TextEncoder(self.settings.model_dir, device, self.settings.max_seq_length)
-        self.scorer = BiEncoderScorer(encoder, self.settings.item_cache_size)
-        self.scorer.encoder.encode(["warm-up"])
+        scorer = BiEncoderScorer(
+            TextEncoder(choice.path, device, self.settings.max_seq_length), self.settings.item_cache_size
+        )
+        scorer.encoder.encode(["warm-up"])
+        self.active = (scorer, ModelInfo(name=self.settings.model_name, version=choice.version))
+        self.choice = choice
         log.info(
             "model loaded",
-            model=self.model.name,
-            version=self.model.version,
+            model=self.settings.model_name,
+            version=choice.version,
             device=device.label,
-            model_dir=str(encoder.model_dir),
+            model_dir=str(choice.path),
             seconds=round(time.perf_counter() - started, 2),
         )
+
+    def _watch_models(self) -> None:
+        """Look for a new model version every model_poll_s; load it beside the running one."""
+        while not self.stop.wait(self.settings.model_poll_s):
+            try:
+                choice = self._model_choice()
+                if choice != self.choice:
+                    log.info("new model version found", version=choice.version, previous=self.choice.version)
+                    self.load_model(choice)
+            except Exception as exc:  # a half-copied version must not take the pool down
+                log.warning("model reload failed; keeping the current version", error=repr(exc)[:300])
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -90,6 +109,8 @@ class ScoringWorker:
     def run(self) -> int:
         s = self.settings
         self.load_model()
+        if s.model_poll_s > 0:
+            threading.Thread(target=self._watch_models, name="model-watch", daemon=True).start()
         self.batcher: MicroBatcher[ScoreRequest, Outcome] = MicroBatcher(
             self.score_batch,
             max_cost=s.batch_max_pairs,
@@ -151,10 +172,11 @@ class ScoringWorker:
         """The batcher's function: one forward pass for many requests. On CUDA out of
         memory the batch is split in halves and retried; a request that fails alone is
         rejected by itself."""
+        scorer, model = self.active  # one version for the whole batch
         started = time.time()
         t0 = time.perf_counter()
         try:
-            scored = self.scorer.score_many(
+            scored = scorer.score_many(
                 [r.instruction for r in requests],
                 [[(c.item_id, c.text) for c in r.candidates] for r in requests],
                 [[(h.item_id, h.text) for h in r.history] for r in requests],
@@ -172,7 +194,7 @@ class ScoringWorker:
             return self.score_batch(requests[:half]) + self.score_batch(requests[half:])
         score_ms = (time.perf_counter() - t0) * 1000
         return [
-            rank(request, result, self.model, started_ts=started, score_ms=score_ms)
+            rank(request, result, model, started_ts=started, score_ms=score_ms)
             for request, result in zip(requests, scored, strict=True)
         ]
 

@@ -56,3 +56,58 @@ def test_pool_pauses_under_load_and_drains_on_sigterm_without_loss_or_rescoring(
     finally:
         collector.close()
         procs.stop()
+
+
+def test_a_new_model_version_is_picked_up_without_a_restart(broker, tmp_path):
+    from model.scorer import default_model_dir
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "v1").symlink_to(default_model_dir(), target_is_directory=True)
+    settings = make_settings(broker, tmp_path)
+    create_topics(settings)
+    env = env_for(settings)
+    env.update(INSTRUCTREC_MODEL_DIR=str(models), INSTRUCTREC_MODEL_POLL_S="0.5")
+    procs = Processes(env, tmp_path / "logs")
+    collector = ResultCollector(settings).start()
+    producer = make_producer(settings)
+    requests = real_requests(load_ml100k(settings.data_dir), 40, 20)
+
+    def send(batch):
+        for r in batch:
+            producer.produce(
+                settings.topics.score_requests, key=SCORE_REQUESTS.key_of(r), value=SCORE_REQUESTS.codec.encode(r)
+            )
+        producer.flush(30)
+
+    try:
+        procs.start("pool", "pool")
+        send(requests[:20])
+        assert collector.wait_for({r.request_id for r in requests[:20]}, 180), tail_logs(procs)
+        (models / "v2").symlink_to(default_model_dir(), target_is_directory=True)
+        (models / "LATEST").write_text("v2\n")
+        log = tmp_path / "logs" / "pool.log"
+        assert wait_for_line(log, ("model loaded", "version=v2"), 60), tail_logs(procs)
+        send(requests[20:])
+        assert collector.wait_for({r.request_id for r in requests}, 180), tail_logs(procs)
+        versions = [rec.model.version for rec in collector.results.values()]
+        assert versions[:20] == ["v1"] * 20 and versions[20:] == ["v2"] * 20
+        assert all(rec.recommendation_id.endswith(":" + rec.model.version) for rec in collector.results.values())
+        assert procs.procs["pool"].poll() is None  # no restart happened
+    finally:
+        collector.close()
+        procs.stop()
+
+
+def wait_for_line(path, needles: tuple[str, ...], timeout: float) -> bool:
+    """Until one line of the log holds every needle (the log is the event to await)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and any(
+            all(n in line for n in needles) for line in path.read_text(errors="replace").splitlines()
+        ):
+            return True
+        time.sleep(0.1)
+    return False

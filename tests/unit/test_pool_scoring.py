@@ -4,8 +4,10 @@ import pytest
 
 from instructrec.settings import Settings
 from model.scorer import ScoredRequest
-from schemas.records import Candidate, Recommendation, ScoreRequest
+from schemas.records import Candidate, ModelInfo, Recommendation, ScoreRequest
 from workers.pool import Rejected, ScoringWorker
+
+MODEL = ModelInfo(name="fake", version="v0")
 
 
 class FakeScorer:
@@ -45,15 +47,15 @@ def worker():
 
 
 def test_out_of_memory_splits_the_batch_until_it_fits(worker):
-    worker.scorer = FakeScorer(limit=2)
+    worker.active = (FakeScorer(limit=2), MODEL)
     out = worker.score_batch([request(i) for i in range(8)])
     assert [o.request_id for o in out] == [f"r{i}" for i in range(8)]
     assert all(isinstance(o, Recommendation) and [i.item_id for i in o.items] == ["0", "1"] for o in out)
-    assert worker.scorer.calls == [8, 4, 2, 2, 4, 2, 2]
+    assert worker.active[0].calls == [8, 4, 2, 2, 4, 2, 2]
 
 
 def test_a_request_that_fails_alone_is_rejected_by_itself(worker):
-    worker.scorer = FakeScorer(limit=8)
+    worker.active = (FakeScorer(limit=8), MODEL)
     out = worker.score_batch([request(0), request(1, "huge"), request(2)])
     assert isinstance(out[1], Rejected) and out[1].reason == "out-of-memory"
     assert isinstance(out[0], Recommendation) and isinstance(out[2], Recommendation)
@@ -64,6 +66,6 @@ def test_other_model_errors_fail_the_whole_batch(worker):
         def score_many(self, *args):
             raise ValueError("bad weights")
 
-    worker.scorer = Broken(limit=8)
+    worker.active = (Broken(limit=8), MODEL)
     with pytest.raises(ValueError):
         worker.score_batch([request(0), request(1)])
