@@ -96,7 +96,30 @@ def _median_rate(run: Callable[[], int], rounds: int) -> float:
     return statistics.median(rates)
 
 
-def bench_scoring(settings: Settings, config: BenchConfig) -> dict[str, Any]:
+def bench_int8_agreement(settings: Settings, n: int = 128) -> dict[str, float]:
+    """How far int8 moves the ranking: mean overlap of the top 10 and share of equal top 1
+    against fp32 on real requests (the offline eval of issue #4 adds NDCG)."""
+    from model.device import choose_device
+    from model.scorer import BiEncoderScorer, TextEncoder
+
+    dataset = load_ml100k(fetch_ml100k(settings.data_dir).parent)
+    requests = real_requests(dataset, n, 100, seed=11)
+    device = choose_device("cpu")
+    tops = []
+    for int8 in (False, True):
+        scorer = BiEncoderScorer(TextEncoder(settings.model_dir, device, settings.max_seq_length, int8=int8))
+        scored = scorer.score_many(*_args(requests))
+        tops.append([_top(s.scores, 10) for s in scored])
+    overlap = statistics.mean(len(set(a) & set(b)) / 10 for a, b in zip(*tops, strict=True))
+    top1 = statistics.mean(float(a[0] == b[0]) for a, b in zip(*tops, strict=True))
+    return {"int8_top10_overlap": round(overlap, 3), "int8_top1_agreement": round(top1, 3)}
+
+
+def _top(scores: Sequence[float], k: int) -> list[int]:
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+
+
+def bench_scoring(settings: Settings, config: BenchConfig, int8: bool = False) -> dict[str, Any]:
     from model.device import choose_device, set_cpu_threads
     from model.scorer import BiEncoderScorer, TextEncoder
     from workers.pool import ScoringWorker
@@ -104,11 +127,12 @@ def bench_scoring(settings: Settings, config: BenchConfig) -> dict[str, Any]:
     dataset = load_ml100k(fetch_ml100k(settings.data_dir).parent)
     device = choose_device(settings.device)
     threads = set_cpu_threads(settings.torch_threads) if device.device.type == "cpu" else None
-    scorer = BiEncoderScorer(TextEncoder(settings.model_dir, device, settings.max_seq_length))
+    scorer = BiEncoderScorer(TextEncoder(settings.model_dir, device, settings.max_seq_length, int8=int8))
     worker = ScoringWorker(settings)
     worker.active = (scorer, ModelInfo(name=settings.model_name, version=settings.model_version))
     lock = threading.Lock()
-    results: dict[str, Any] = {"device": device.label, "torch_threads": threads, "rows": []}
+    label = device.label + ("/int8" if scorer.encoder.int8 else "")
+    results: dict[str, Any] = {"device": label, "torch_threads": threads, "rows": []}
     for conc in config.concurrencies:
         requests = real_requests(dataset, conc, config.candidates)
         scorer.score_many(*_args(requests))  # warm: item embeddings cached, as in steady state
@@ -154,7 +178,7 @@ def bench_scoring(settings: Settings, config: BenchConfig) -> dict[str, Any]:
         row["batched_vs_raw"] = round(row["batched_per_s"] / row["raw_forward_per_s"], 3)
         row["batched_vs_one"] = round(row["batched_per_s"] / row["one_at_a_time_per_s"], 3)
         results["rows"].append(row)
-        print(f"scoring c={conc}: {row}", flush=True)
+        print(f"scoring {label} c={conc}: {row}", flush=True)
     return results
 
 
@@ -302,6 +326,7 @@ def write_report(
     ingest: dict[str, float] | None = None,
     triggers: dict[str, Any] | None = None,
     config: BenchConfig | None = None,
+    int8: dict[str, Any] | None = None,
 ) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = scoring["rows"]
@@ -321,6 +346,20 @@ def write_report(
             f"{r['batched_per_s']:.0f} | {r['batched_vs_raw']:.2f} | {r['batched_vs_one']:.2f} |"
         )
     lines += ["", "![scoring throughput](scoring.png)", ""]
+    if int8:
+        c32 = next((r for r in rows if r["concurrency"] == 32), None)
+        lines += [
+            "### int8 backend (CPU, `INSTRUCTREC_INT8=true`)",
+            "",
+            "| concurrency 32 | raw forward | micro-batched |",
+            "|---|---:|---:|",
+            f"| fp32 | {c32['raw_forward_per_s']:.0f} | {c32['batched_per_s']:.0f} |" if c32 else "| fp32 | - | - |",
+            f"| int8 | {int8['int8_raw_forward_per_s']:.0f} | {int8['int8_batched_c32_per_s']:.0f} |",
+            "",
+            f"Ranking agreement with fp32 on 128 real requests of 100 candidates: top-10 overlap "
+            f"{int8['int8_top10_overlap']:.2f}, same top-1 {int8['int8_top1_agreement']:.2f}.",
+            "",
+        ]
     if ingest and config:
         naive = ingest["naive_faust_events_per_s"]
         lines += [
@@ -427,10 +466,20 @@ def bench_triggers(settings: Settings, config: BenchConfig) -> dict[str, Any]:
 
 def run_bench(settings: Settings, config: BenchConfig) -> dict[str, Any]:
     scoring = bench_scoring(settings, config)
+    int8: dict[str, Any] = {}
+    if scoring["device"].startswith("cpu"):
+        int8_rows = bench_scoring(settings, BenchConfig(concurrencies=(32,), rounds=config.rounds), int8=True)
+        row = int8_rows["rows"][0]
+        int8 = {
+            "int8_raw_forward_per_s": row["raw_forward_per_s"],
+            "int8_batched_c32_per_s": row["batched_per_s"],
+            **bench_int8_agreement(settings),
+        }
+        print(f"int8: {int8}", flush=True)
     ingest = bench_ingest_all(settings, config)
     triggers = bench_triggers(settings, config)
-    report = write_report(scoring, config.out_dir, ingest, triggers, config)
-    summary: dict[str, Any] = {"device": scoring["device"], "report": str(report), **ingest, **triggers}
+    report = write_report(scoring, config.out_dir, ingest, triggers, config, int8)
+    summary: dict[str, Any] = {"device": scoring["device"], "report": str(report), **ingest, **triggers, **int8}
     for row in scoring["rows"]:
         c = row["concurrency"]
         summary[f"one_at_a_time_c{c}_per_s"] = row["one_at_a_time_per_s"]

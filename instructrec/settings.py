@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     model_version: str = Field(default="pretrained-1", description="Named in every result.")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     torch_threads: int | None = Field(default=None, ge=1)
+    int8: bool = Field(default=False, description="CPU only: dynamic int8 quantization of the model's linear layers.")
     pool_workers: int | None = Field(default=None, ge=1, description="Default: one per GPU, else 1.")
     pool_group: str | None = Field(default=None, description="The pool's consumer group; default <prefix>scoring.")
     pool_poll_batch: int = Field(default=64, ge=1, description="Score requests taken per poll.")

@@ -77,7 +77,8 @@ class ScoringWorker:
             set_cpu_threads(self.settings.torch_threads)
         started = time.perf_counter()
         scorer = BiEncoderScorer(
-            TextEncoder(choice.path, device, self.settings.max_seq_length), self.settings.item_cache_size
+            TextEncoder(choice.path, device, self.settings.max_seq_length, int8=self.settings.int8),
+            self.settings.item_cache_size,
         )
         scorer.encoder.encode(["warm-up"])
         self.active = (scorer, ModelInfo(name=self.settings.model_name, version=choice.version))

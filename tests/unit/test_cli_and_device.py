@@ -47,3 +47,35 @@ def test_auto_picks_cuda_in_half_precision_and_scores():
     scorer = BiEncoderScorer(TextEncoder(device=choice))
     [res] = scorer.score_many(["a space adventure"], [[("1", "Star Wars (1977). Sci-Fi"), ("2", "Babe (1995)")]], [[]])
     assert res.scores[0] > res.scores[1]
+
+
+def test_the_gpu_check_script_runs_on_cpu(tmp_path):
+    from model.scorer import default_model_dir
+
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "deploy/gpu_check.py",
+            "--device",
+            "cpu",
+            "--batches",
+            "1,2",
+            "--repeats",
+            "1",
+            "--random-weights",
+            "--model-dir",
+            str(default_model_dir()),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["texts"], r["batch"]) for r in rows} == {("short", 1), ("short", 2), ("long", 1), ("long", 2)}
+    assert all(r["texts_per_s"] > 0 for r in rows)

@@ -48,3 +48,12 @@ def test_requests_scored_together_equal_requests_scored_alone(scorer):
     alone = [scorer.score_many([q], [c], [[]])[0] for q, c in zip(["a crime film", "a scary film"], items, strict=True)]
     for t, a in zip(together, alone, strict=True):
         assert t.scores == pytest.approx(a.scores, abs=1e-5)
+
+
+def test_int8_backend_quantizes_on_cpu_and_stays_close_to_fp32(scorer):
+    int8 = TextEncoder(max_length=64, int8=True)
+    assert int8.int8
+    texts = ["Star Wars (1977). Action, Sci-Fi", "Babe (1995). Children's, Comedy, Drama"]
+    a, b = scorer.encoder.encode(texts), int8.encode(texts)
+    assert b.norm(dim=1).sub(1).abs().max() < 1e-4
+    assert (a * b).sum(dim=1).min() > 0.8
