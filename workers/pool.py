@@ -57,6 +57,7 @@ class ScoringWorker:
         self.scored = 0
         self.dead = 0
         self.pauses = 0
+        self.model_lock = threading.Lock()  # one forward pass at a time (scoring or warming)
         self._delivery_errors: list[str] = []
 
     def _model_choice(self) -> ModelChoice:
@@ -120,6 +121,11 @@ class ScoringWorker:
             name=f"{COMPONENT}-{self.index}-batcher",
         )
         self.inflight: deque[tuple[Message, Future[Outcome]]] = deque()
+        warmer = None
+        if s.pool_warm_catalog:
+            from workers.warmer import CatalogWarmer
+
+            warmer = CatalogWarmer(s, lambda: self.active[0], self.model_lock, lambda: not self.inflight).start()
         self.consumer = Consumer(consumer_config(s, s.scoring_group, **{"client.id": f"{COMPONENT}-{self.index}"}))
         self.producer = make_producer(s, **{"client.id": f"{COMPONENT}-{self.index}", "linger.ms": 1})
         self.consumer.subscribe([s.topics.score_requests], on_revoke=self._on_revoke)
@@ -146,6 +152,8 @@ class ScoringWorker:
                 self._publish_done(wait_all=False)
             self._publish_done(wait_all=True)  # drain: finish what was taken, publish, commit
         finally:
+            if warmer is not None:
+                warmer.close()
             self.batcher.close(timeout=30)
             self.consumer.close()  # leaves the group so partitions move at once
             self.producer.flush(10)
@@ -177,11 +185,12 @@ class ScoringWorker:
         started = time.time()
         t0 = time.perf_counter()
         try:
-            scored = scorer.score_many(
-                [r.instruction for r in requests],
-                [[(c.item_id, c.text) for c in r.candidates] for r in requests],
-                [[(h.item_id, h.text) for h in r.history] for r in requests],
-            )
+            with self.model_lock:
+                scored = scorer.score_many(
+                    [r.instruction for r in requests],
+                    [[(c.item_id, c.text) for c in r.candidates] for r in requests],
+                    [[(h.item_id, h.text) for h in r.history] for r in requests],
+                )
         except Exception as exc:
             from model.device import is_out_of_memory, release_cached_memory
 

@@ -111,3 +111,19 @@ def wait_for_line(path, needles: tuple[str, ...], timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_the_pool_warms_item_embeddings_from_the_catalog(broker, tmp_path):
+    from instructrec.replay import Replayer, catalog_records
+
+    settings = make_settings(broker, tmp_path)
+    create_topics(settings)
+    dataset = load_ml100k(settings.data_dir)
+    Replayer(settings).send_catalog(catalog_records(dataset)[:300])
+    procs = Processes(env_for(settings), tmp_path / "logs")
+    try:
+        procs.start("pool", "pool")
+        log = tmp_path / "logs" / "pool.log"
+        assert wait_for_line(log, ("item embeddings warmed", "items=300"), 180), tail_logs(procs)
+    finally:
+        procs.stop()
