@@ -96,7 +96,9 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="On SIGTERM, longest wait for unacknowledged results before exiting."
     )
     pool_warm_catalog: bool = Field(
-        default=True, description="Pre-compute item embeddings from the catalog topic while idle."
+        default=False,
+        description="Pre-compute item embeddings from the catalog topic while idle (off: on 2 shared cores it "
+        "competed with scoring in short runs; see the issue notes).",
     )
     item_cache_size: int = Field(default=100_000, ge=1)
     max_seq_length: int = Field(default=128, ge=16, le=512)

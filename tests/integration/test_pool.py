@@ -120,7 +120,9 @@ def test_the_pool_warms_item_embeddings_from_the_catalog(broker, tmp_path):
     create_topics(settings)
     dataset = load_ml100k(settings.data_dir)
     Replayer(settings).send_catalog(catalog_records(dataset)[:300])
-    procs = Processes(env_for(settings), tmp_path / "logs")
+    env = env_for(settings)
+    env["INSTRUCTREC_POOL_WARM_CATALOG"] = "true"
+    procs = Processes(env, tmp_path / "logs")
     try:
         procs.start("pool", "pool")
         log = tmp_path / "logs" / "pool.log"
