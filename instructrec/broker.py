@@ -7,7 +7,6 @@ configured (``make run``, the test suite). See README "Embedded broker limits".
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -113,10 +112,3 @@ class EmbeddedBroker:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
-
-
-def have_tansu() -> bool:
-    try:
-        return tansu_binary().exists()
-    except BrokerError:
-        return shutil.which("tansu") is not None

@@ -168,7 +168,3 @@ class Settings(BaseSettings):
     def safe_summary(self) -> dict[str, Any]:
         """What may be logged: everything but secrets."""
         return self.model_dump(mode="json", exclude={"sasl_password"})
-
-
-def load_settings(**overrides: Any) -> Settings:
-    return Settings(**overrides)

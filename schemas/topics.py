@@ -89,6 +89,3 @@ class Topics:
 
     def all(self) -> dict[str, TopicSpec]:
         return {self.name(t): t for t in ALL_TOPICS}
-
-    def spec_of(self, topic: str) -> TopicSpec:
-        return self.all()[topic]
