@@ -186,24 +186,24 @@ def bench_scoring(settings: Settings, config: BenchConfig, int8: bool = False) -
 
 
 def _event_messages(dataset: Dataset, n: int, per_message: int) -> list[tuple[bytes, bytes]]:
-    """(key, value) pairs for the first ``n`` ml-100k events: single events, or arrays
-    of up to ``per_message`` consecutive events of one user."""
+    """(key, value) pairs for ``n`` ml-100k events in time order: single events, or
+    arrays of up to ``per_message`` consecutive events of one user. Beyond the data set's
+    100k interactions it is replayed with new user ids (``<user>~<round>``)."""
     out: list[tuple[bytes, bytes]] = []
     pending: dict[str, list[dict[str, Any]]] = {}
-    for x in dataset.interactions[:n]:
-        event = {
-            "user_id": x.user_id,
-            "item_id": x.item_id,
-            "event_type": "click" if x.rating >= 4 else "view",
-            "ts": x.ts,
-        }
+    interactions = dataset.interactions
+    for i in range(n):
+        x = interactions[i % len(interactions)]
+        rounds = i // len(interactions)
+        user = f"{x.user_id}~{rounds}" if rounds else x.user_id
+        event = {"user_id": user, "item_id": x.item_id, "event_type": "click" if x.rating >= 4 else "view", "ts": x.ts}
         if per_message <= 1:
-            out.append((x.user_id.encode(), orjson.dumps(event)))
+            out.append((user.encode(), orjson.dumps(event)))
             continue
-        batch = pending.setdefault(x.user_id, [])
+        batch = pending.setdefault(user, [])
         batch.append(event)
         if len(batch) >= per_message:
-            out.append((x.user_id.encode(), orjson.dumps(pending.pop(x.user_id))))
+            out.append((user.encode(), orjson.dumps(pending.pop(user))))
     out += [(user.encode(), orjson.dumps(batch)) for user, batch in pending.items()]
     return out
 
@@ -267,7 +267,7 @@ def bench_ingest(settings: Settings, dataset: Dataset, *, naive: bool, per_messa
     s.__dict__.pop("topics", None)
     create_topics(s)
     env = child_env(s, s.require_bootstrap(), s.embedded)
-    env.update(INSTRUCTREC_TOPIC_PREFIX=prefix, INSTRUCTREC_WEB_PORT=str(s.web_port), INSTRUCTREC_LOG_LEVEL="WARNING")
+    env.update(INSTRUCTREC_TOPIC_PREFIX=prefix, INSTRUCTREC_WEB_PORT=str(s.web_port), INSTRUCTREC_LOG_LEVEL="INFO")
     cmd = [sys.executable, "-m", "streams.naive"] if naive else [sys.executable, "-m", "instructrec", "stream-worker"]
     app_id = f"{prefix}{s.app_id}-naive" if naive else f"{prefix}{s.app_id}"
     changelog = f"{app_id}-{'naive-context' if naive else 'user-context'}-changelog"

@@ -21,14 +21,21 @@ def apply_events(context: Sequence[Entry] | None, events: Iterable[tuple[str, st
     is ignored, so replaying a partition after a crash does not double-count. Late events
     are inserted at their place in time; the oldest entries fall off beyond ``limit``.
     """
-    out: list[Entry] = [list(e) for e in context or ()]
-    seen = {(e[0], e[1], e[2]) for e in out}
+    out: list[Entry] = list(context or ())  # entries are never mutated: a shallow copy will do
+    held: set[tuple[str, str, float]] | None = None  # built only when an event is not the newest
     for item_id, event_type, ts in events:
         key = (item_id, event_type, ts)
-        if key in seen:
+        if not out or ts > out[-1][2]:  # newer than everything held: cannot be a redelivery
+            out.append([item_id, event_type, ts])
+            if held is not None:
+                held.add(key)
             continue
-        seen.add(key)
-        if not out or ts >= out[-1][2]:
+        if held is None:
+            held = {(e[0], e[1], e[2]) for e in out}
+        if key in held:
+            continue
+        held.add(key)
+        if ts >= out[-1][2]:
             out.append([item_id, event_type, ts])
         else:
             insort(out, [item_id, event_type, ts], key=lambda e: e[2])

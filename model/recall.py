@@ -36,22 +36,33 @@ class ItemGraph:
                     yield a, b
 
     def _count(self, item: str, sign: int) -> None:
-        value = self.popularity[item] + sign
+        popularity = self.popularity
+        value = popularity.get(item, 0) + sign
         if value > 0:
-            self.popularity[item] = value
+            popularity[item] = value
         else:
-            del self.popularity[item]
+            del popularity[item]
 
     def _pair(self, a: str, b: str, sign: int) -> None:
-        for x, y in ((a, b), (b, a)):
-            row = self.neighbours[x]
-            value = row[y] + sign
-            if value > 0:
-                row[y] = value
-            else:
-                del row[y]
-                if not row:
-                    del self.neighbours[x]
+        # The hottest code of event ingestion: unrolled, and dict.get rather than
+        # Counter's Python-level __missing__.
+        neighbours = self.neighbours
+        row = neighbours[a]
+        value = row.get(b, 0) + sign
+        if value > 0:
+            row[b] = value
+        else:
+            del row[b]
+            if not row:
+                del neighbours[a]
+        row = neighbours[b]
+        value = row.get(a, 0) + sign
+        if value > 0:
+            row[a] = value
+        else:
+            del row[a]
+            if not row:
+                del neighbours[b]
 
     def _apply(self, items: Sequence[str], sign: int) -> None:
         for item in items:

@@ -97,3 +97,20 @@ def test_reflects_tells_apart_events_that_share_a_timestamp():
     assert not UserContext.reflects(value, 6.0) and not UserContext.reflects(None, 1.0)
     value = UserContext.apply(value, [("b", "view", 5.0)], limit=5, seen_limit=5)
     assert UserContext.reflects(value, 5.0, "b")
+
+
+def _plain_apply(context, events, limit):
+    """The definition, written the slow and obvious way: every event checked against a
+    set of everything held, then a stable sort by time."""
+    out = [list(e) for e in context or ()]
+    for ev in events:
+        if tuple(ev) not in {tuple(e) for e in out}:
+            out.append(list(ev))
+            out.sort(key=lambda e: e[2])
+    return out[-limit:]
+
+
+@given(events, events, st.integers(1, 20))
+def test_fast_path_matches_the_plain_definition(before, evs, limit):
+    ctx = _plain_apply(None, before, 30)
+    assert apply_events(ctx, evs, limit) == _plain_apply(ctx, evs, limit)
