@@ -35,6 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         rate=args.rate,
         replay=ReplayConfig(start=args.start, events=args.events, trigger_every=args.trigger_every),
         quiet=args.quiet,
+        warmup=args.warmup,
     )
     summary = run_all(settings, options)
     print_summary(summary)
@@ -196,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=int, default=0, help="position in the time-ordered log to start from")
     p.add_argument("--trigger-every", type=int, default=25, help="one trigger per this many events (default 25)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument(
+        "--warmup", type=float, default=0.0, help="seconds of replay whose triggers are left out of the latency figures"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("stream-worker", help="run one Faust stream worker (needs KAFKA_BOOTSTRAP_SERVERS)")

@@ -36,7 +36,7 @@ def consumer_config(settings: Settings, group: str, **overrides: Any) -> dict[st
         "auto.offset.reset": "earliest",
         "session.timeout.ms": int(settings.session_timeout * 1000),
         "heartbeat.interval.ms": max(500, int(settings.session_timeout * 1000 / 6)),
-        "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+        "fetch.wait.max.ms": settings.client_fetch_max_wait_ms,
     }
     conf.update(overrides)
     return conf

@@ -36,6 +36,9 @@ class RunOptions:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     quiet: bool = False
     startup_timeout: float = 240.0
+    # Triggers sent in the first ``warmup`` seconds of the replay are answered and
+    # counted, but left out of the latency figures (cold caches, JIT-free warm-up).
+    warmup: float = 0.0
 
 
 class Processes:
@@ -46,12 +49,13 @@ class Processes:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``instructrec <args>`` as ``name``; ``env`` adds to the shared environment."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "instructrec", *args],
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -136,19 +140,25 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
         say(f"pipeline ready after {ready_s:.1f}s; replaying ml-100k at {options.rate:.0f} events/s")
 
         sent: list[str] = []
+        measured: list[str] = []
         drain = 0.0
         if options.duration is not None:
             drain = min(20.0, max(5.0, options.duration * 0.15))
             replay_until = started + options.duration - drain
             threading.Thread(target=_stop_at, args=(stop, replay_until), daemon=True).start()
         replay_started = time.monotonic()
-        stats = replayer.run(
-            plan(dataset, options.replay), options.rate, stop, on_trigger=lambda t: sent.append(t.request_id)
-        )
+        measure_from = replay_started + options.warmup
+
+        def on_trigger(t: Trigger) -> None:
+            sent.append(t.request_id)
+            if time.monotonic() >= measure_from:
+                measured.append(t.request_id)
+
+        stats = replayer.run(plan(dataset, options.replay), options.rate, stop, on_trigger=on_trigger)
         replay_s = time.monotonic() - replay_started
         collector.wait_for(set(sent), drain if options.duration is not None else 10.0)
         procs.check()
-        lat = [collector.latencies_ms[r] for r in sent if r in collector.latencies_ms]
+        lat = [collector.latencies_ms[r] for r in measured if r in collector.latencies_ms]
         answered = sum(1 for r in sent if r in collector.results)
         summary.update(
             events=stats.events,
@@ -163,7 +173,10 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
             p50_ms=_round(percentile(lat, 50)),
             p99_ms=_round(percentile(lat, 99)),
             max_ms=_round(max(lat) if lat else None),
-            stage_p50_ms=stage_medians_ms(collector, sent),
+            stage_p50_ms=stage_medians_ms(collector, measured),
+            measured_triggers=len(measured),
+            warmup_s=options.warmup,
+            latencies_ms=lat,
             events_per_s=round(stats.events / replay_s, 1) if replay_s else None,
             ready_s=round(ready_s, 1),
             replay_s=round(replay_s, 1),
@@ -224,4 +237,5 @@ def _overrides(settings: Settings) -> dict[str, Any]:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    print("summary: " + orjson.dumps(summary).decode(), flush=True)
+    shown = {k: v for k, v in summary.items() if k != "latencies_ms"}  # every latency: for plots, not the console
+    print("summary: " + orjson.dumps(shown).decode(), flush=True)

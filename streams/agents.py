@@ -6,7 +6,8 @@
   share a partition number, and Kafka hands the worker every partition's new records in
   the same fetch, so a click followed at once by a refresh is applied before the refresh
   is answered -- ordering that two separate agents could not give.
-- catalog -> ``items`` global table (every worker holds the whole catalog).
+- catalog: validated here (bad records dead-lettered once); every worker reads the whole
+  topic into its own ``CatalogReplica`` (streams/catalog.py).
 
 A message that cannot be decoded or processed goes to the dead-letter topic with its
 original bytes, where it came from and why; the agent carries on.
@@ -29,8 +30,9 @@ from model.context import UserContext, items_of
 from model.recall import ItemGraph
 from schemas.codec import dead_letter, decode_events
 from schemas.exceptions import DecodeError
-from schemas.records import CatalogItem, Trigger
+from schemas.records import Trigger
 from schemas.topics import CATALOG, DEAD_LETTERS, SCORE_REQUESTS, TRIGGERS
+from streams.catalog import CatalogReplica
 from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_score_request
 
 log = get_logger(__name__)
@@ -109,14 +111,8 @@ class StreamWorker:
             schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
             help="user id -> {events: last N [item_id, event_type, ts] oldest first, seen: [item_id]}",
         )
-        self.items = self.app.GlobalTable(
-            "items",
-            partitions=s.partitions,
-            key_type=str,
-            schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
-            help="item id -> catalog record (every worker holds all items)",
-        )
-        self.lookup = catalog_lookup(self.items)
+        self.catalog = CatalogReplica(s)  # every worker holds the whole catalog
+        self.lookup = catalog_lookup(self.catalog.items)
         self.planner = PlannerConfig(
             recall_size=s.recall_size,
             history_in_instruction=s.history_in_instruction,
@@ -131,6 +127,9 @@ class StreamWorker:
         self.app.on_partitions_revoked.connect(self._answer_all_pending)
         self.app.on_before_shutdown.connect(self._answer_all_pending)
         self.app.on_before_shutdown.connect(self._log_counters)
+        self.app.on_partitions_assigned.connect(self._log_assignment)
+        self.app.task(self._start_catalog)
+        self.app.on_before_shutdown.connect(self._stop_catalog)
 
     async def _rebuild_graph(self) -> None:
         self.graph.rebuild(items_of(UserContext.events(ctx)) for ctx in self.context.values())
@@ -164,6 +163,7 @@ class StreamWorker:
         events_topic = s.topics.events
         # faust's StreamT stub lacks take_events; the Stream class has it.
         take_events = stream.take_events  # type: ignore[attr-defined]
+        await self._catalog_loaded()
         async for batch in take_events(s.stream_batch_max, within=s.stream_batch_within_ms / 1000):
             messages = [event.message for event in batch]
             touched = await self.apply_events([m for m in messages if m.topic == events_topic])
@@ -257,6 +257,26 @@ class StreamWorker:
         log.info("answering waiting triggers now", triggers=sum(map(len, self.pending.values())))
         await self._release(set(self.pending), now=float("inf"))
 
+    async def _start_catalog(self) -> None:
+        self.catalog.start()
+
+    async def _stop_catalog(self, *_args: Any, **_kwargs: Any) -> None:
+        self.catalog.stop()
+
+    async def _catalog_loaded(self, timeout: float = 120.0) -> None:
+        """Triggers are planned against the catalog: wait until this worker has read it."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.catalog.ready.is_set():
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("catalog still loading; planning with what has been read", items=len(self.catalog.items))
+                return
+            await asyncio.sleep(0.05)
+
+    async def _log_assignment(self, *args: Any, **_kwargs: Any) -> None:
+        assigned = args[-1] if args else ()
+        events = sorted(tp.partition for tp in assigned if tp.topic == self.settings.topics.events)
+        log.info("partitions assigned", events=events)
+
     async def _log_counters(self, *_args: Any, **_kwargs: Any) -> None:
         log.info("stream worker stopping", **asdict(self.counters))
 
@@ -297,23 +317,23 @@ class StreamWorker:
         )
 
     async def _on_catalog(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """Validates catalog records so that a bad one is dead-lettered once, by the worker
+        owning its partition; every worker's CatalogReplica holds the items themselves."""
         codec = CATALOG.codec
         async for event in stream.events():
             message = event.message
             try:
-                item: CatalogItem = codec.decode(message.value)
+                codec.decode(message.value)
             except DecodeError as exc:
                 await self._dead_letter(message, exc.reason, exc.detail)
                 continue
-            if self.items.get(item.item_id) != (value := item.model_dump(mode="json")):
-                self.items[item.item_id] = value
             self.counters.catalog += 1
             yield None
 
     def _fresh_items(self) -> Iterator[str]:
-        """Newest catalog items first (the table keeps insertion order). A generator: the
+        """Newest catalog items first (the replica keeps first-seen order). A generator: the
         catalog is only walked when recall runs short (cold system)."""
-        yield from reversed(list(self.items.keys()))
+        yield from reversed(list(self.catalog.items))
 
 
 def build_worker(settings: Settings) -> StreamWorker:

@@ -57,7 +57,7 @@ class CatalogWarmer:
                 **s.confluent_config(),
                 "group.id": f"{s.topic_prefix}warmer-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": s.fetch_max_wait_ms,
+                "fetch.wait.max.ms": s.client_fetch_max_wait_ms,
             }
         )
         try:

@@ -22,6 +22,7 @@ def test_embedded_profile_work_arounds_apply_only_to_the_embedded_broker():
     embedded = Settings(bootstrap_servers="k:9092", broker_profile="embedded")
     assert real.session_timeout == 30.0 and embedded.session_timeout == 6.0
     assert real.fetch_max_wait_ms == 500 and embedded.fetch_max_wait_ms == 100
+    assert real.client_fetch_max_wait_ms == 500 and embedded.client_fetch_max_wait_ms == 10
 
 
 def test_missing_bootstrap_is_a_clear_error():
