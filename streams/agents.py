@@ -163,10 +163,11 @@ class StreamWorker:
         events_topic = s.topics.events
         # faust's StreamT stub lacks take_events; the Stream class has it.
         take_events = stream.take_events  # type: ignore[attr-defined]
-        await self._catalog_loaded()
         async for batch in take_events(s.stream_batch_max, within=s.stream_batch_within_ms / 1000):
             messages = [event.message for event in batch]
             touched = await self.apply_events([m for m in messages if m.topic == events_topic])
+            if not self.catalog.ready.is_set():
+                await self._catalog_loaded()  # triggers are planned against the whole catalog
             for message in messages:
                 if message.topic != events_topic:
                     await self.handle_trigger(message)
