@@ -130,7 +130,7 @@ def bench_scoring(settings: Settings, config: BenchConfig, int8: bool = False) -
     threads = set_cpu_threads(settings.torch_threads) if device.device.type == "cpu" else None
     scorer = BiEncoderScorer(TextEncoder(settings.model_dir, device, settings.max_seq_length, int8=int8))
     worker = ScoringWorker(settings)
-    worker.active = (scorer, ModelInfo(name=settings.model_name, version=settings.model_version))
+    worker.active = (scorer, ModelInfo(name=settings.model_name, version=settings.model_version), None)
     lock = threading.Lock()
     label = device.label + ("/int8" if scorer.encoder.int8 else "")
     results: dict[str, Any] = {"device": label, "torch_threads": threads, "rows": []}

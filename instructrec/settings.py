@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     )
     item_cache_size: int = Field(default=100_000, ge=1)
     max_seq_length: int = Field(default=128, ge=16, le=512)
+    rerank_model_dir: Path | None = Field(
+        default=None,
+        description="A cross-encoder (one-logit sequence classifier) that re-ranks the top M; off if unset.",
+    )
+    rerank_top_m: int = Field(default=20, ge=1, le=1000, description="Candidates per request the cross-encoder reads.")
+    rerank_on_cpu: bool = Field(
+        default=False, description="Run the re-rank stage on CPU pools too (M forward passes per request)."
+    )
 
     # --- Data / logging --------------------------------------------------------------
     data_dir: Path = REPO_ROOT / ".data"

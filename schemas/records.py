@@ -150,6 +150,11 @@ class ModelInfo(BaseModel):
 
     name: str
     version: str
+    reranker: str | None = Field(
+        default=None,
+        description="The cross-encoder that re-ranked the top candidates (their scores are then P(relevant)); "
+        "null when the bi-encoder's cosine similarity ranked alone.",
+    )
 
 
 class Timings(BaseModel):

@@ -82,7 +82,11 @@ class ScoringWorker:
             self.settings.item_cache_size,
         )
         scorer.encoder.encode(["warm-up"])
-        self.active = (scorer, ModelInfo(name=self.settings.model_name, version=choice.version))
+        cross = self._load_reranker(device)
+        rerank_dir = self.settings.rerank_model_dir
+        reranker = rerank_dir.name if cross is not None and rerank_dir is not None else None
+        info = ModelInfo(name=self.settings.model_name, version=choice.version, reranker=reranker)
+        self.active = (scorer, info, cross)  # swapped as one: a batch never mixes versions
         self.choice = choice
         log.info(
             "model loaded",
@@ -92,6 +96,24 @@ class ScoringWorker:
             model_dir=str(choice.path),
             seconds=round(time.perf_counter() - started, 2),
         )
+
+    def _load_reranker(self, device: Any) -> Any:
+        """The cross-encoder stage, where the device can afford it: on CUDA, or on CPU
+        when INSTRUCTREC_RERANK_ON_CPU is set."""
+        s = self.settings
+        if s.rerank_model_dir is None:
+            return None
+        if device.device.type == "cpu" and not s.rerank_on_cpu:
+            log.info(
+                "re-rank stage off on CPU (INSTRUCTREC_RERANK_ON_CPU=true turns it on)", model=str(s.rerank_model_dir)
+            )
+            return None
+        from model.cross import CrossEncoder
+
+        cross = CrossEncoder(s.rerank_model_dir, device)
+        cross.score_pairs([("warm-up", "warm-up")])
+        log.info("re-rank stage on", model=str(s.rerank_model_dir), top_m=s.rerank_top_m, device=device.label)
+        return cross
 
     def _watch_models(self) -> None:
         """Look for a new model version every model_poll_s; load it beside the running one."""
@@ -181,7 +203,7 @@ class ScoringWorker:
         """The batcher's function: one forward pass for many requests. On CUDA out of
         memory the batch is split in halves and retried; a request that fails alone is
         rejected by itself."""
-        scorer, model = self.active  # one version for the whole batch
+        scorer, model, cross = self.active  # one version for the whole batch
         started = time.time()
         t0 = time.perf_counter()
         try:
@@ -191,6 +213,17 @@ class ScoringWorker:
                     [[(c.item_id, c.text) for c in r.candidates] for r in requests],
                     [[(h.item_id, h.text) for h in r.history] for r in requests],
                 )
+                if cross is not None:
+                    from model.cross import rerank_top
+
+                    scored = rerank_top(
+                        cross,
+                        [r.instruction for r in requests],
+                        [[c.text for c in r.candidates] for r in requests],
+                        scored,
+                        # every returned item is re-ranked, so one score scale per result
+                        max(self.settings.rerank_top_m, max(r.k for r in requests)),
+                    )
         except Exception as exc:
             from model.device import is_out_of_memory, release_cached_memory
 

@@ -47,7 +47,7 @@ def worker():
 
 
 def test_out_of_memory_splits_the_batch_until_it_fits(worker):
-    worker.active = (FakeScorer(limit=2), MODEL)
+    worker.active = (FakeScorer(limit=2), MODEL, None)
     out = worker.score_batch([request(i) for i in range(8)])
     assert [o.request_id for o in out] == [f"r{i}" for i in range(8)]
     assert all(isinstance(o, Recommendation) and [i.item_id for i in o.items] == ["0", "1"] for o in out)
@@ -55,7 +55,7 @@ def test_out_of_memory_splits_the_batch_until_it_fits(worker):
 
 
 def test_a_request_that_fails_alone_is_rejected_by_itself(worker):
-    worker.active = (FakeScorer(limit=8), MODEL)
+    worker.active = (FakeScorer(limit=8), MODEL, None)
     out = worker.score_batch([request(0), request(1, "huge"), request(2)])
     assert isinstance(out[1], Rejected) and out[1].reason == "out-of-memory"
     assert isinstance(out[0], Recommendation) and isinstance(out[2], Recommendation)
@@ -66,6 +66,6 @@ def test_other_model_errors_fail_the_whole_batch(worker):
         def score_many(self, *args):
             raise ValueError("bad weights")
 
-    worker.active = (Broken(limit=8), MODEL)
+    worker.active = (Broken(limit=8), MODEL, None)
     with pytest.raises(ValueError):
         worker.score_batch([request(0), request(1)])
