@@ -1,5 +1,6 @@
 """One short GPU check for a lent CUDA machine: MiniLM scoring throughput in bf16 over a
-batch sweep, with per-batch latency, plus the fp32 figure for comparison.
+batch sweep, with per-batch latency, plus the fp32 figure for comparison, and the
+optional cross-encoder re-rank stage's (instruction, item) pairs per second.
 
 Needs only torch and transformers (the device image has both) and this repository. The
 weights need not travel: with ``--random-weights`` the packaged config/tokenizer are
@@ -24,6 +25,53 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def _cross_encoder_rows(args: argparse.Namespace, device: object, query: str, item: str) -> list[dict]:
+    """The optional re-rank stage: (instruction, item) pairs per second through a one-logit
+    cross-encoder of MiniLM's size, for a request's top 20 and batches of requests."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from model.cross import CrossEncoder
+
+    cross = CrossEncoder.__new__(CrossEncoder)
+    cross.device = device  # type: ignore[assignment]
+    cross.max_length = 256
+    cross.tokenizer = AutoTokenizer.from_pretrained(str(args.model_dir), local_files_only=True)
+    if args.random_weights:
+        config = AutoConfig.from_pretrained(str(args.model_dir), local_files_only=True, num_labels=1)
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(args.model_dir), num_labels=1, local_files_only=True
+        )
+    cross.model = model.to(device=device.device, dtype=device.dtype).eval()  # type: ignore[attr-defined]
+    rows = []
+    for pairs in [int(p) for p in args.pairs.split(",")]:
+        batch = [(query, item)] * pairs
+        for _ in range(3):
+            cross.score_pairs(batch)
+        times = []
+        for _ in range(args.repeats):
+            if device.device.type == "cuda":  # type: ignore[attr-defined]
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            cross.score_pairs(batch)
+            if device.device.type == "cuda":  # type: ignore[attr-defined]
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        median = statistics.median(times)
+        row = {
+            "dtype": str(device.dtype).removeprefix("torch."),  # type: ignore[attr-defined]
+            "texts": "cross-encoder pairs",
+            "batch": pairs,
+            "texts_per_s": round(pairs / median, 1),
+            "batch_ms_p50": round(median * 1000, 3),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> int:
     import torch
     from transformers import AutoConfig, AutoModel
@@ -37,6 +85,7 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batches", default="1,8,32,128,512,2048")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--pairs", default="20,320,1280", help="cross-encoder pairs per pass (re-rank stage)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -85,6 +134,7 @@ def main() -> int:
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+        rows += _cross_encoder_rows(args, device, texts_short[0], texts_long[0][:200])
     result = {
         "device": str(choice.device),
         "name": torch.cuda.get_device_name(0) if choice.device.type == "cuda" else "cpu",

@@ -63,6 +63,8 @@ def test_the_gpu_check_script_runs_on_cpu(tmp_path):
             "1,2",
             "--repeats",
             "1",
+            "--pairs",
+            "4",
             "--random-weights",
             "--model-dir",
             str(default_model_dir()),
@@ -77,5 +79,12 @@ def test_the_gpu_check_script_runs_on_cpu(tmp_path):
     import json
 
     rows = json.loads(out.read_text())["rows"]
-    assert {(r["texts"], r["batch"]) for r in rows} == {("short", 1), ("short", 2), ("long", 1), ("long", 2)}
+    assert {(r["texts"], r["batch"]) for r in rows} == {
+        ("short", 1),
+        ("short", 2),
+        ("long", 1),
+        ("long", 2),
+        ("cross-encoder pairs", 4),
+    }
+    assert all(r["texts_per_s"] > 0 for r in rows)
     assert all(r["texts_per_s"] > 0 for r in rows)
