@@ -9,7 +9,7 @@ DURATION ?=
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration bench venv data schemas lint clean
+.PHONY: run test unit integration bench eval venv data schemas lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ test: venv data
 
 bench: venv data
 	$(PY) -m instructrec bench $(BENCH_ARGS)
+
+eval: venv data
+	$(PY) -m instructrec eval $(EVAL_ARGS)
 
 unit: venv data
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -186,6 +186,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from instructrec.evaluate import EvalConfig, print_eval, run_eval
+    from instructrec.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_format, "WARNING")
+    config = EvalConfig(
+        users=args.users,
+        protocols=tuple(args.protocols.split(",")),
+        seed=args.seed,
+        with_model=not args.no_model,
+        out_dir=Path(args.out),
+    )
+    print_eval(run_eval(settings, config))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="instructrec", description="Streaming InstructRec recommendations on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -243,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5, help="rounds per mode (medians are reported)")
     p.add_argument("--out", default=".data/bench", help="report directory")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="offline evaluation on ml-100k, every method side by side; `eval: {json}`")
+    p.add_argument("--users", type=int, default=None, help="evaluate a seeded sample of users (default: all)")
+    p.add_argument("--protocols", default="1+19,1+99,full", help="comma-separated: 1+19, 1+99, full")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-model", action="store_true", help="baselines only (no transformer)")
+    p.add_argument("--out", default=".data/eval", help="report directory")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("broker", help="run the embedded broker in the foreground and print its address")
     p.add_argument("--port", type=int, default=None)

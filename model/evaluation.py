@@ -1,0 +1,167 @@
+"""Offline evaluation on ml-100k: leave-one-out split, candidate protocols, metrics.
+
+- Split: each user's interactions in time order (ties broken by file order); the last is
+  the test item, the second-to-last the validation item, the rest is training history.
+- Protocols: ``1+19`` and ``1+99`` (the held-out item plus 19 / 99 items the user never
+  interacted with, sampled with a fixed seed) and ``full`` (every catalog item, the user's
+  training and validation items masked).
+- Metrics: HR@1/5/10, NDCG@5/10, MRR, from the rank of the held-out item among the
+  candidates (rank 0 = first; ties are broken against the held-out item, so a method that
+  scores everything equally gets no credit).
+
+Methods are scoring functions ``score(user, candidates) -> scores``; every comparison in a
+run sees the same users, splits and candidates.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from model.data import Dataset
+from model.recall import ItemGraph
+
+PROTOCOLS = ("1+19", "1+99", "full")
+Scorer = Callable[["UserSplit", Sequence[str]], Sequence[float]]
+
+
+@dataclass(frozen=True)
+class UserSplit:
+    user_id: str
+    train: tuple[str, ...]  # oldest first
+    valid: str
+    test: str
+
+    @property
+    def seen_before_test(self) -> tuple[str, ...]:
+        return (*self.train, self.valid)
+
+
+def leave_one_out(dataset: Dataset, min_interactions: int = 3) -> list[UserSplit]:
+    """One split per user with at least ``min_interactions`` (dataset.interactions is
+    already in time order with file-order ties)."""
+    by_user: defaultdict[str, list[str]] = defaultdict(list)
+    for x in dataset.interactions:
+        by_user[x.user_id].append(x.item_id)
+    return [
+        UserSplit(user, tuple(items[:-2]), items[-2], items[-1])
+        for user, items in sorted(by_user.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else kv[0])
+        if len(items) >= min_interactions
+    ]
+
+
+def candidates_for(split: UserSplit, protocol: str, catalog: Sequence[str], seed: int) -> list[str]:
+    """The held-out item first, then negatives: sampled (fixed seed per user and protocol)
+    from items the user never interacted with, or for ``full`` every other unmasked item."""
+    seen = set(split.seen_before_test) | {split.test}
+    if protocol == "full":
+        return [split.test] + [i for i in catalog if i not in seen]
+    n = {"1+19": 19, "1+99": 99}[protocol]
+    pool = [i for i in catalog if i not in seen]
+    rng = random.Random(f"{seed}:{protocol}:{split.user_id}")
+    return [split.test, *rng.sample(pool, min(n, len(pool)))]
+
+
+def rank_of_first(scores: Sequence[float]) -> int:
+    """0-based rank of candidate 0 (the held-out item); ties count against it."""
+    target = scores[0]
+    return sum(1 for s in scores[1:] if s >= target)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    hr1: float
+    hr5: float
+    hr10: float
+    ndcg5: float
+    ndcg10: float
+    mrr: float
+    users: int
+
+    def as_row(self) -> dict[str, float | int]:
+        return {
+            "hr@1": round(self.hr1, 4),
+            "hr@5": round(self.hr5, 4),
+            "hr@10": round(self.hr10, 4),
+            "ndcg@5": round(self.ndcg5, 4),
+            "ndcg@10": round(self.ndcg10, 4),
+            "mrr": round(self.mrr, 4),
+            "users": self.users,
+        }
+
+
+def metrics_from_ranks(ranks: Sequence[int]) -> Metrics:
+    if not ranks:
+        raise ValueError("no users to evaluate")
+    n = len(ranks)
+
+    def hr(k: int) -> float:
+        return sum(1 for r in ranks if r < k) / n
+
+    def ndcg(k: int) -> float:
+        return sum(1.0 / math.log2(r + 2) for r in ranks if r < k) / n
+
+    return Metrics(hr(1), hr(5), hr(10), ndcg(5), ndcg(10), sum(1.0 / (r + 1) for r in ranks) / n, n)
+
+
+def evaluate(
+    scorer: Scorer, splits: Sequence[UserSplit], protocol: str, catalog: Sequence[str], seed: int = 0
+) -> Metrics:
+    ranks = []
+    for split in splits:
+        candidates = candidates_for(split, protocol, catalog, seed)
+        scores = scorer(split, candidates)
+        if len(scores) != len(candidates):
+            raise ValueError(f"{len(scores)} scores for {len(candidates)} candidates")
+        ranks.append(rank_of_first(scores))
+    return metrics_from_ranks(ranks)
+
+
+# ----------------------------------------------------------------------------- baselines
+# Every baseline learns from training histories only (never a validation or test item).
+
+
+def random_scorer(seed: int = 0) -> Scorer:
+    def score(split: UserSplit, candidates: Sequence[str]) -> list[float]:
+        rng = random.Random(f"{seed}:random:{split.user_id}")
+        return [rng.random() for _ in candidates]
+
+    return score
+
+
+def popularity_scorer(splits: Sequence[UserSplit]) -> Scorer:
+    counts = Counter(i for s in splits for i in s.train)
+
+    def score(_split: UserSplit, candidates: Sequence[str]) -> list[float]:
+        return [float(counts.get(i, 0)) for i in candidates]
+
+    return score
+
+
+def cooccurrence_scorer(splits: Sequence[UserSplit], recent: int = 5, window: int = 3) -> Scorer:
+    """The stream worker's recall graph, built from training histories: a candidate scores
+    its co-occurrence with the user's latest items (weighted by recency), popularity
+    breaking ties."""
+    graph = ItemGraph(window=window)
+    graph.rebuild(s.train for s in splits)
+    popularity = graph.popularity
+    norm = 1.0 + max(popularity.values(), default=0)
+
+    def score(split: UserSplit, candidates: Sequence[str]) -> list[float]:
+        history = list(split.seen_before_test)
+        latest: list[str] = []
+        for item in reversed(history):
+            if item not in latest:
+                latest.append(item)
+            if len(latest) == recent:
+                break
+        totals: defaultdict[str, float] = defaultdict(float)
+        for rank, item in enumerate(latest):
+            for other, count in graph.neighbours.get(item, {}).items():
+                totals[other] += count / (1 + rank)
+        return [totals.get(i, 0.0) + popularity.get(i, 0) / norm for i in candidates]
+
+    return score
