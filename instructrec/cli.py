@@ -199,6 +199,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         protocols=tuple(args.protocols.split(",")),
         seed=args.seed,
         with_model=not args.no_model,
+        with_sasrec=not args.no_sasrec,
+        sasrec_epochs=args.sasrec_epochs,
         out_dir=Path(args.out),
     )
     print_eval(run_eval(settings, config))
@@ -267,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=None, help="evaluate a seeded sample of users (default: all)")
     p.add_argument("--protocols", default="1+19,1+99,full", help="comma-separated: 1+19, 1+99, full")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-model", action="store_true", help="baselines only (no transformer)")
+    p.add_argument("--no-model", action="store_true", help="leave out the shipped transformer")
+    p.add_argument("--no-sasrec", action="store_true", help="leave out SASRec (trained in the run)")
+    p.add_argument("--sasrec-epochs", type=int, default=60)
     p.add_argument("--out", default=".data/eval", help="report directory")
     p.set_defaults(func=cmd_eval)
 

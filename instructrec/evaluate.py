@@ -4,9 +4,10 @@ Prints a markdown table, writes it with a PNG plot to ``.data/eval/``, and print
 last line ``eval: {json}`` with ``{"rows": [{"method", "protocol", "hr@1", "hr@10",
 "ndcg@10", "mrr", "ours"}, ...]}``.
 
-Methods now: random, popularity, item co-occurrence (the stream worker's recall graph) and
-the shipped model -- MiniLM zero-shot, scoring the same instruction the pools build
-against each candidate's text. Issue #4 adds the fine-tuned model and SASRec.
+Methods now: random, popularity, item co-occurrence (the stream worker's recall graph), a
+small SASRec trained in the run, and the shipped model -- MiniLM zero-shot, scoring the
+same instruction the pools build against each candidate's text. Issue #4 adds the
+fine-tuned model.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class EvalConfig:
     protocols: tuple[str, ...] = PROTOCOLS
     seed: int = 0
     with_model: bool = True
+    with_sasrec: bool = True
+    sasrec_epochs: int = 60
     history_in_instruction: int = 5
     out_dir: Path = Path(".data/eval")
     methods: tuple[str, ...] = field(default=("random", "popularity", "cooccurrence", "minilm-zero-shot"))
@@ -79,6 +82,23 @@ def minilm_scorer(dataset: Dataset, settings: Settings, history: int = 5) -> Sco
     return score
 
 
+def sasrec_scorer(dataset: Dataset, splits: Sequence[UserSplit], epochs: int, seed: int) -> Scorer:
+    """SASRec trained on every user's training history (never a validation or test item)."""
+    from model.device import set_cpu_threads
+    from model.sasrec import SASRecConfig, SASRecModel
+
+    set_cpu_threads(None)
+    model = SASRecModel(sorted(dataset.items), SASRecConfig(epochs=epochs, seed=seed))
+    started = time.perf_counter()
+    losses = model.fit([s.train for s in splits], progress=True)
+    print(f"sasrec: {epochs} epochs in {time.perf_counter() - started:.0f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+
+    def score(split: UserSplit, candidates: Sequence[str]) -> list[float]:
+        return model.score(split.seen_before_test, candidates)
+
+    return score
+
+
 def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
     dataset = load_ml100k(fetch_ml100k(settings.data_dir).parent)
     splits = leave_one_out(dataset)
@@ -92,6 +112,8 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
         "popularity": popularity_scorer(everyone),
         "cooccurrence": cooccurrence_scorer(everyone),
     }
+    if config.with_sasrec:
+        methods["sasrec"] = sasrec_scorer(dataset, everyone, config.sasrec_epochs, config.seed)
     if config.with_model:
         methods["minilm-zero-shot"] = minilm_scorer(dataset, settings, config.history_in_instruction)
     rows = []
