@@ -72,24 +72,30 @@ class CatalogReplica:
         try:
             partitions = self._partitions(consumer, topic)
             consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-            # Caught up = every partition read to the high watermark seen now. (On the
-            # embedded broker the watermark may count batches, not records: a fetch
-            # returns whole batches, so reaching it still reads every record.)
+            # Caught up = every partition read to the high watermark seen now, then one
+            # empty poll. (On the embedded broker the watermark may count batches, not
+            # records; the empty poll reads the rest of a batch that straddles it.)
             ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
             behind = {p for p, end in ends.items() if end > 0}
             if not behind:
                 self.ready.set()
+            caught_up_at = 0.0
             while not self._stop.is_set():
-                for msg in consumer.consume(500, timeout=0.2):
+                messages = consumer.consume(500, timeout=0.2)
+                for msg in messages:
                     if msg.error() is not None:
                         continue
                     self.apply(msg.value())
                     partition, offset = msg.partition(), msg.offset()
                     if partition in behind and offset is not None and offset + 1 >= ends[partition]:
                         behind.discard(partition)
-                if behind and not self.ready.is_set():
+                # Ready once past every watermark *and* a poll came back empty (or a second
+                # went by, for a busy topic): the last batch may straddle two polls, and
+                # Tansu's watermark may point at its start.
+                if behind or self.ready.is_set():
                     continue
-                if not self.ready.is_set():
+                caught_up_at = caught_up_at or time.monotonic()
+                if not messages or time.monotonic() - caught_up_at > 1.0:
                     self.ready.set()
                     log.info("catalog loaded", items=len(self.items), records=self.records)
         except Exception as exc:  # the worker must not run on silently without its catalog
