@@ -16,12 +16,14 @@ original bytes, where it came from and why; the agent carries on.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import faust
+import orjson
 from faust.types import Message
 
 from instructrec.logs import get_logger
@@ -132,8 +134,33 @@ class StreamWorker:
         self.app.on_before_shutdown.connect(self._stop_catalog)
 
     async def _rebuild_graph(self) -> None:
+        if self.settings.embedded:
+            await self._catch_up_changelog()
         self.graph.rebuild(items_of(UserContext.events(ctx)) for ctx in self.context.values())
         log.info("item graph rebuilt", users=len(self.context), items=len(self.graph.popularity))
+
+    async def _catch_up_changelog(self) -> None:
+        """Embedded broker only: Faust recovers a changelog partition up to the high
+        watermark the broker reports, and Tansu sometimes reports it one record short, so
+        the users whose last write is past it would come back stale. Read this worker's
+        changelog partitions to their real end (until a poll comes back empty) and put the
+        newest value of each key into the table's store, as recovery would have."""
+        topic = self.context.changelog_topic.get_topic_name()
+        mine = sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic)
+        if not mine:
+            return
+        newest = await asyncio.get_running_loop().run_in_executor(None, read_to_end, self.settings, topic, mine)
+        store = self.context.data
+        fixed = 0
+        for key, raw in newest.items():
+            value = orjson.loads(raw) if raw is not None else None
+            if store.get(key) != value:
+                fixed += 1
+                if value is None:
+                    store.pop(key, None)
+                else:
+                    store[key] = value
+        log.info("changelog caught up past the reported high watermark", partitions=mine, keys_fixed=fixed)
 
     async def _dead_letter(self, message: Message, reason: str, detail: str) -> None:
         self.counters.dead_letters[reason] = self.counters.dead_letters.get(reason, 0) + 1
@@ -335,6 +362,35 @@ class StreamWorker:
         """Newest catalog items first (the replica keeps first-seen order). A generator: the
         catalog is only walked when recall runs short (cold system)."""
         yield from reversed(list(self.catalog.items))
+
+
+def read_to_end(settings: Settings, topic: str, partitions: list[int]) -> dict[bytes, bytes | None]:
+    """Newest value per key in ``partitions`` of ``topic``, read from the beginning until
+    a poll comes back empty (no end offsets involved)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            **settings.confluent_config(),
+            "group.id": f"changelog-catch-up-{uuid.uuid4().hex[:12]}",  # assigned, never joins
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": settings.client_fetch_max_wait_ms,
+        }
+    )
+    newest: dict[bytes, bytes | None] = {}
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        empty = 0
+        while empty < 3:  # three empty polls in a row: the end
+            messages = consumer.consume(1000, timeout=0.2)
+            empty = 0 if messages else empty + 1
+            for msg in messages:
+                key = msg.key()
+                if msg.error() is None and key is not None:
+                    newest[key] = msg.value()
+    finally:
+        consumer.close()
+    return newest
 
 
 def build_worker(settings: Settings) -> StreamWorker:
