@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from instructrec.plots import pyplot
 from instructrec.settings import Settings
 from model.context import UserContext
 from model.data import Dataset, fetch_ml100k, load_ml100k
@@ -394,33 +395,28 @@ def write_report(
         ]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        conc = [r["concurrency"] for r in rows]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key, label in (
-            ("raw_forward_per_s", "raw forward (limit)"),
-            ("batched_per_s", "micro-batched"),
-            ("one_at_a_time_per_s", "one at a time"),
-        ):
-            ax.plot(conc, [r[key] for r in rows], marker="o", label=label)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrent requests")
-        ax.set_ylabel("candidate scores / s")
-        ax.set_title(f"Scoring throughput ({scoring['device']})")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out_dir / "scoring.png", dpi=120)
-        plt.close(fig)
-        if triggers and triggers.get("trigger_latencies_ms"):
-            _plot_latency(plt, sorted(triggers["trigger_latencies_ms"]), out_dir / "latency.png")
-    except ImportError:  # matplotlib is a dev dependency; the report stands without the plot
-        pass
+    plt = pyplot()
+    if plt is None:
+        return report
+    conc = [r["concurrency"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (
+        ("raw_forward_per_s", "raw forward (limit)"),
+        ("batched_per_s", "micro-batched"),
+        ("one_at_a_time_per_s", "one at a time"),
+    ):
+        ax.plot(conc, [r[key] for r in rows], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent requests")
+    ax.set_ylabel("candidate scores / s")
+    ax.set_title(f"Scoring throughput ({scoring['device']})")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "scoring.png", dpi=120)
+    plt.close(fig)
+    if triggers and triggers.get("trigger_latencies_ms"):
+        _plot_latency(plt, sorted(triggers["trigger_latencies_ms"]), out_dir / "latency.png")
     return report
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from instructrec.plots import pyplot
 from instructrec.settings import Settings
 from model.data import Dataset, fetch_ml100k, load_ml100k
 from model.evaluation import (
@@ -45,7 +46,6 @@ class EvalConfig:
     sasrec_epochs: int = 60
     history_in_instruction: int = 5
     out_dir: Path = Path(".data/eval")
-    methods: tuple[str, ...] = field(default=("random", "popularity", "cooccurrence", "minilm-zero-shot"))
 
 
 def minilm_scorer(dataset: Dataset, settings: Settings, history: int = 5) -> Scorer:
@@ -155,32 +155,26 @@ def write_report(rows: list[dict[str, Any]], config: EvalConfig, users: int) -> 
     lines += ["", "![NDCG@10 by method and protocol](eval.png)", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        protocols = list(dict.fromkeys(r["protocol"] for r in rows))
-        methods = list(dict.fromkeys(r["method"] for r in rows))
-        fig, ax = plt.subplots(figsize=(8, 4))
-        width = 0.8 / max(1, len(methods))
-        for n, method in enumerate(methods):
-            values = [
-                next((r["ndcg@10"] for r in rows if r["method"] == method and r["protocol"] == p), 0.0)
-                for p in protocols
-            ]
-            ax.bar([x + n * width for x in range(len(protocols))], values, width, label=method)
-        ax.set_xticks([x + width * (len(methods) - 1) / 2 for x in range(len(protocols))], protocols)
-        ax.set_ylabel("NDCG@10")
-        ax.set_title(f"ml-100k leave-one-out, {users} users")
-        ax.legend()
-        ax.grid(True, axis="y", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "eval.png", dpi=120)
-        plt.close(fig)
-    except ImportError:
-        pass
+    plt = pyplot()
+    if plt is None:
+        return report
+    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(1, len(methods))
+    for n, method in enumerate(methods):
+        values = [
+            next((r["ndcg@10"] for r in rows if r["method"] == method and r["protocol"] == p), 0.0) for p in protocols
+        ]
+        ax.bar([x + n * width for x in range(len(protocols))], values, width, label=method)
+    ax.set_xticks([x + width * (len(methods) - 1) / 2 for x in range(len(protocols))], protocols)
+    ax.set_ylabel("NDCG@10")
+    ax.set_title(f"ml-100k leave-one-out, {users} users")
+    ax.legend()
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "eval.png", dpi=120)
+    plt.close(fig)
     return report
 
 
