@@ -25,7 +25,12 @@ venv: $(VENV)/.installed
 
 data: .data/ml-100k/ml-100k.inter
 
+# `make eval` saves a fine-tuned version under .data/models; once one exists, `make run`
+# serves it (INSTRUCTREC_MODEL_DIR set explicitly wins).
+TRAINED := $(if $(wildcard .data/models/LATEST),$(CURDIR)/.data/models)
+
 run: venv data
+	$(if $(INSTRUCTREC_MODEL_DIR),,$(if $(TRAINED),INSTRUCTREC_MODEL_DIR=$(TRAINED))) \
 	$(PY) -m instructrec run $(if $(DURATION),--duration $(DURATION)) $(RUN_ARGS)
 
 test: venv data

@@ -186,6 +186,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_layers(requested: int, device: str) -> int | None:
+    if requested > 0:
+        return requested
+    if requested == 0:
+        return None
+    from model.device import choose_device
+
+    return None if choose_device(device).device.type == "cuda" else 2
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -202,6 +212,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         with_sasrec=not args.no_sasrec,
         sasrec_epochs=args.sasrec_epochs,
         out_dir=Path(args.out),
+        train_steps=args.train_steps,
+        train_layers=_train_layers(args.train_layers, args.train_device),
+        train_device=args.train_device,
+        train_lr=args.train_lr,
+        model_dir=Path(args.model) if args.model else None,
+        models_root=Path(args.models_root),
+        intention_users=args.intention_users,
     )
     print_eval(run_eval(settings, config))
     return 0
@@ -273,6 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sasrec", action="store_true", help="leave out SASRec (trained in the run)")
     p.add_argument("--sasrec-epochs", type=int, default=60)
     p.add_argument("--out", default=".data/eval", help="report directory")
+    p.add_argument("--train-steps", type=int, default=400, help="fine-tuning steps (0: no training)")
+    p.add_argument(
+        "--train-layers",
+        type=int,
+        default=-1,
+        help="top layers fine-tuned (0: all, ~2x slower on CPU; default: all on CUDA, the top 2 on CPU)",
+    )
+    p.add_argument("--train-lr", type=float, default=3e-4, help="fine-tuning learning rate")
+    p.add_argument("--train-device", default="auto", help="auto (CUDA when present) | cpu | cuda:N")
+    p.add_argument("--model", default=None, help="evaluate this trained model directory instead of training")
+    p.add_argument("--models-root", default=".data/models", help="where trained versions are saved")
+    p.add_argument("--intention-users", type=int, default=100, help="users in the intention probe (0: skip)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("broker", help="run the embedded broker in the foreground and print its address")

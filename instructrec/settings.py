@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     recall_size: int = Field(default=100, ge=1, le=5000)
     max_trigger_candidates: int = Field(default=1000, ge=1)
     intention_max_chars: int = Field(default=300, ge=0)
+    template_seed: int = Field(default=0, description="Seeds the per-trigger choice of instruction template.")
+    template_languages: str = Field(
+        default="en,zh", description="Comma-separated template languages the stream worker chooses from."
+    )
     trigger_wait_ms: int = Field(
         default=3000, ge=0, description="Longest a trigger with after_ts waits for that event to be applied."
     )

@@ -14,12 +14,15 @@ def explain(
     *,
     top_titles: Sequence[str],
     because_titles: Sequence[str | None],
+    because_kinds: Sequence[str] = (),
     intention: str | None,
     cold_start: bool,
     sources: Sequence[str] = (),
     max_items: int = 3,
 ) -> str:
-    """One or two sentences. ``because_titles[i]`` supports ``top_titles[i]``."""
+    """One or two sentences. ``because_titles[i]`` supports ``top_titles[i]``; its kind is
+    "co-watched" (viewers of it also watched the item) or "similar" (nearest in embedding
+    space, the default)."""
     if not top_titles:
         return "No candidate could be scored for this request."
     sentences: list[str] = []
@@ -31,8 +34,11 @@ def explain(
         sentences[-1] += "."
     else:
         links = []
-        for title, because in list(zip(top_titles, because_titles, strict=False))[:max_items]:
-            if because:
+        kinds = list(because_kinds) + ["similar"] * (len(top_titles) - len(because_kinds))
+        for title, because, kind in list(zip(top_titles, because_titles, kinds, strict=False))[:max_items]:
+            if because and kind == "co-watched":
+                links.append(f"viewers of {_quote(because)} also watched {_quote(title)}")
+            elif because:
                 links.append(f"{_quote(title)} is close to {_quote(because)}")
         if links:
             sentences.append("Based on what you watched recently: " + "; ".join(links) + ".")

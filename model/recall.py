@@ -111,6 +111,16 @@ class ItemGraph:
         for items in contexts:
             self._apply(items, +1)
 
+    def cooccurrence(self, recent: Sequence[str]) -> dict[str, float]:
+        """Co-occurrence of every neighbour with ``recent`` (most recent first), each
+        item's counts weighted 1/(1 + its rank) -- the recall score, for all items."""
+        scores: defaultdict[str, float] = defaultdict(float)
+        for rank, item in enumerate(recent):
+            weight = 1.0 / (1 + rank)
+            for other, count in self.neighbours.get(item, {}).items():
+                scores[other] += weight * count
+        return scores
+
     def recall(
         self,
         recent: Sequence[str],

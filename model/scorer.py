@@ -124,8 +124,15 @@ class ScoredRequest:
 
 
 class BiEncoderScorer:
-    def __init__(self, encoder: TextEncoder, cache_size: int = 100_000) -> None:
+    """``encoder`` embeds instructions; ``item_encoder`` (default: the same) embeds items.
+    A trained model directory holds a fine-tuned instruction encoder and, under
+    ``item_encoder/``, the frozen item side (see ``load_scorer``)."""
+
+    def __init__(
+        self, encoder: TextEncoder, cache_size: int = 100_000, item_encoder: TextEncoder | None = None
+    ) -> None:
         self.encoder = encoder
+        self.item_encoder = item_encoder or encoder
         self.cache = ItemEmbeddingCache(cache_size)
 
     def item_vectors(self, items: Sequence[tuple[str, str]]) -> torch.Tensor:
@@ -137,7 +144,7 @@ class BiEncoderScorer:
             unique: dict[tuple[str, str], list[int]] = {}
             for n in missing:
                 unique.setdefault(items[n], []).append(n)
-            fresh = self.encoder.encode([text for _, text in unique])
+            fresh = self.item_encoder.encode([text for _, text in unique])
             for row, (key, positions) in zip(fresh, unique.items(), strict=True):
                 self.cache.put(key[0], key[1], row)
                 for n in positions:
@@ -174,3 +181,23 @@ class BiEncoderScorer:
             because = [int(i) for i in (cvec @ hvec.T).argmax(dim=1).tolist()] if len(hist) else [None] * len(cands)
             out.append(ScoredRequest(scores, because))
         return out
+
+
+ITEM_ENCODER_DIR = "item_encoder"
+
+
+def load_scorer(
+    model_dir: Path | None,
+    device: DeviceChoice,
+    max_length: int = 128,
+    int8: bool = False,
+    cache_size: int = 100_000,
+) -> BiEncoderScorer:
+    """The scorer for a model directory: one shared encoder, or -- when the directory has
+    ``item_encoder/`` -- a fine-tuned instruction encoder with its own item encoder."""
+    encoder = TextEncoder(model_dir, device, max_length, int8=int8)
+    items_dir = encoder.model_dir / ITEM_ENCODER_DIR
+    item_encoder = (
+        TextEncoder(items_dir, device, max_length, int8=int8) if (items_dir / "config.json").exists() else None
+    )
+    return BiEncoderScorer(encoder, cache_size, item_encoder)

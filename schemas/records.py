@@ -99,13 +99,26 @@ class Trigger(Record):
     )
 
 
+Source = Literal["trigger", "cooccurrence", "popular", "fresh"]
+
+
 class Candidate(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     item_id: Id
     text: str
     title: str
-    source: Literal["trigger", "cooccurrence", "popular", "fresh"]
+    source: Source
+    cooc: float = Field(
+        default=0.0, ge=0, description="Co-occurrence with the user's latest items (recency-weighted count)."
+    )
+    cooc_long: float = Field(
+        default=0.0, ge=0, description="Co-occurrence with the user's latest 20 items (unweighted)."
+    )
+    popularity: float = Field(default=0.0, ge=0, description="Context entries holding this item (worker-local).")
+    cooc_with: Id | None = Field(
+        default=None, description="The recent item this candidate co-occurs with most: the explanation's evidence."
+    )
 
 
 class HistoryItem(BaseModel):
@@ -154,6 +167,11 @@ class ModelInfo(BaseModel):
         default=None,
         description="The cross-encoder that re-ranked the top candidates (their scores are then P(relevant)); "
         "null when the bi-encoder's cosine similarity ranked alone.",
+    )
+    fusion: dict[str, float] | None = Field(
+        default=None,
+        description="A trained model's weights of (text cosine, log1p cooc, log1p cooc_long, log1p popularity) in the "
+        "score; null: the score is the cosine alone.",
     )
 
 

@@ -29,6 +29,7 @@ from faust.types import Message
 from instructrec.logs import get_logger
 from instructrec.settings import Settings
 from model.context import UserContext, items_of
+from model.instructions import templates_for
 from model.recall import ItemGraph
 from schemas.codec import dead_letter, decode_events
 from schemas.exceptions import DecodeError
@@ -119,6 +120,8 @@ class StreamWorker:
             recall_size=s.recall_size,
             history_in_instruction=s.history_in_instruction,
             intention_max_chars=s.intention_max_chars,
+            template_seed=s.template_seed,
+            templates=templates_for(s.template_languages),
         )
         self.context.on_recover(self._rebuild_graph)
         self.app.agent(self.activity_topic, name="user-activity")(self._on_activity)

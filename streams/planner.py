@@ -7,14 +7,15 @@ with plain dicts.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from model.context import UserContext, recent_distinct
-from model.instructions import build_instruction, clean_intention
+from model.features import FEATURE_LONG, FEATURE_RECENT, raw_collaborative
+from model.instructions import TEMPLATES, Template, build_instruction, choose_template, clean_intention
 from model.recall import ItemGraph
-from schemas.records import Candidate, CatalogItem, HistoryItem, ScoreRequest, Trigger
+from schemas.records import Candidate, CatalogItem, HistoryItem, ScoreRequest, Source, Trigger
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class PlannerConfig:
     recent_for_recall: int = 10
     intention_max_chars: int = 300
     noun: str = "movie"
+    template_seed: int = 0
+    templates: tuple[Template, ...] = TEMPLATES
 
 
 class NoCandidates(Exception):
@@ -34,6 +37,20 @@ class NoCandidates(Exception):
         super().__init__(detail)
         self.reason = "no-candidates"
         self.detail = detail
+
+
+def strongest_link(graph: ItemGraph, latest: Sequence[str], item_id: str) -> str | None:
+    """The recent item (most recent first) contributing most to ``item_id``'s co-occurrence
+    score, each weighted 1/(1 + rank) as in the score."""
+    best, best_value = None, 0.0
+    neighbours = graph.neighbours
+    for rank, recent in enumerate(latest):
+        if recent not in neighbours:  # a defaultdict: do not insert
+            continue
+        value = neighbours[recent].get(item_id, 0) / (1 + rank)
+        if value > best_value:
+            best, best_value = recent, value
+    return best
 
 
 def plan_score_request(
@@ -56,7 +73,7 @@ def plan_score_request(
             )
     cold_start = not events
 
-    candidates: list[Candidate] = []
+    picked: list[tuple[str, CatalogItem, Source]] = []
     if trigger.candidates is not None:
         task = "rerank"
         seen_ids: set[str] = set()
@@ -66,10 +83,8 @@ def plan_score_request(
             seen_ids.add(item_id)
             item = lookup(item_id)
             if item is not None:
-                candidates.append(
-                    Candidate(item_id=item_id, title=item.title, text=item.scoring_text(), source="trigger")
-                )
-        if not candidates:
+                picked.append((item_id, item, "trigger"))
+        if not picked:
             raise NoCandidates(f"none of the {len(seen_ids)} given candidates is in the catalog")
     else:
         task = "recommend"
@@ -80,11 +95,26 @@ def plan_score_request(
         ):
             item = lookup(hit.item_id)
             assert item is not None  # is_known checked it
-            candidates.append(
-                Candidate(item_id=hit.item_id, title=item.title, text=item.scoring_text(), source=hit.source)
-            )
-        if not candidates:
+            picked.append((hit.item_id, item, hit.source))
+        if not picked:
             raise NoCandidates("the catalog has no item this user has not seen yet")
+    # Collaborative features for the fused model (model/features.py), from this worker's
+    # graph, computed as in training and evaluation.
+    latest = [entry[0] for entry in recent_distinct(events, FEATURE_LONG)]
+    features = raw_collaborative(graph, latest, [item_id for item_id, _, _ in picked])
+    candidates = [
+        Candidate(
+            item_id=item_id,
+            title=item.title,
+            text=item.scoring_text(),
+            source=source,
+            cooc=cooc,
+            cooc_long=cooc_long,
+            popularity=popularity,
+            cooc_with=strongest_link(graph, latest[:FEATURE_RECENT], item_id) if cooc > 0 else None,
+        )
+        for (item_id, item, source), (cooc, cooc_long, popularity) in zip(picked, features, strict=True)
+    ]
 
     intention = clean_intention(trigger.intention, config.intention_max_chars)
     instruction = build_instruction(
@@ -93,6 +123,7 @@ def plan_score_request(
         intention=intention,
         task=task,
         noun=config.noun,
+        template=choose_template(trigger.request_id, config.templates, config.template_seed),
     )
     return ScoreRequest(
         request_id=trigger.request_id,

@@ -10,6 +10,7 @@ rather than loses (at-least-once).
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -19,7 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
@@ -33,6 +34,9 @@ from schemas.records import ModelInfo, Recommendation, ScoreRequest
 from schemas.topics import DEAD_LETTERS, RECOMMENDATIONS, SCORE_REQUESTS
 from workers.batcher import MicroBatcher
 from workers.ranking import rank
+
+if TYPE_CHECKING:
+    from model.scorer import ScoredRequest
 
 log = get_logger(__name__)
 COMPONENT = "scoring-pool"
@@ -70,22 +74,24 @@ class ScoringWorker:
         """Load (or hot-swap to) a model version. Scorer and version are swapped together,
         between batches, so every result names the version that produced it."""
         from model.device import choose_device, set_cpu_threads
-        from model.scorer import BiEncoderScorer, TextEncoder
+        from model.scorer import load_scorer
+        from model.train import read_card
 
         choice = choice or self._model_choice()
         device = choose_device(self.settings.device, self.index)
         if device.device.type == "cpu":
             set_cpu_threads(self.settings.torch_threads)
         started = time.perf_counter()
-        scorer = BiEncoderScorer(
-            TextEncoder(choice.path, device, self.settings.max_seq_length, int8=self.settings.int8),
-            self.settings.item_cache_size,
+        scorer = load_scorer(
+            choice.path, device, self.settings.max_seq_length, self.settings.int8, self.settings.item_cache_size
         )
         scorer.encoder.encode(["warm-up"])
+        card = read_card(choice.path) or {}
+        fusion = card.get("fusion")
         cross = self._load_reranker(device)
         rerank_dir = self.settings.rerank_model_dir
         reranker = rerank_dir.name if cross is not None and rerank_dir is not None else None
-        info = ModelInfo(name=self.settings.model_name, version=choice.version, reranker=reranker)
+        info = ModelInfo(name=self.settings.model_name, version=choice.version, reranker=reranker, fusion=fusion)
         self.active = (scorer, info, cross)  # swapped as one: a batch never mixes versions
         self.choice = choice
         log.info(
@@ -213,6 +219,8 @@ class ScoringWorker:
                     [[(c.item_id, c.text) for c in r.candidates] for r in requests],
                     [[(h.item_id, h.text) for h in r.history] for r in requests],
                 )
+                if model.fusion is not None:
+                    scored = [fused(model.fusion, r, x) for r, x in zip(requests, scored, strict=True)]
                 if cross is not None:
                     from model.cross import rerank_top
 
@@ -310,6 +318,16 @@ class ScoringWorker:
             raise RuntimeError(f"results not acknowledged, offsets not committed: {errors[:3]}")
         if offsets:
             self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+
+
+def fused(weights: dict[str, float], request: ScoreRequest, scored: ScoredRequest) -> ScoredRequest:
+    """A trained model's score: its cosine fused with the candidates' collaborative
+    features (see model.features)."""
+    from model.features import fuse
+    from model.scorer import ScoredRequest
+
+    collab = [(math.log1p(c.cooc), math.log1p(c.cooc_long), math.log1p(c.popularity)) for c in request.candidates]
+    return ScoredRequest(fuse(weights, scored.scores, collab), scored.because)
 
 
 def _origin(msg: Message) -> tuple[str, int, int]:

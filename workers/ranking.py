@@ -32,10 +32,17 @@ def rank(
     top = order[: request.k]
     items = []
     because_titles: list[str | None] = []
+    because_kinds: list[str] = []
+    history = {h.item_id: h for h in request.history}
     for rank_no, n in enumerate(top, start=1):
         cand = request.candidates[n]
+        # Evidence: the recent item it co-occurs with most (what the collaborative part
+        # of the score saw), else the history item nearest to it in embedding space.
+        because = history.get(cand.cooc_with) if cand.cooc_with else None
+        because_kinds.append("co-watched" if because else "similar")
         b = scored.because[n]
-        because = request.history[b] if b is not None and b < len(request.history) else None
+        if because is None and b is not None and b < len(request.history):
+            because = request.history[b]
         items.append(
             RankedItem(
                 item_id=cand.item_id,
@@ -49,6 +56,7 @@ def rank(
     text = explain(
         top_titles=[i.title for i in items],
         because_titles=because_titles,
+        because_kinds=because_kinds,
         intention=request.intention,
         cold_start=request.cold_start,
         sources=sorted({request.candidates[n].source for n in top}),

@@ -58,8 +58,28 @@ def test_pool_pauses_under_load_and_drains_on_sigterm_without_loss_or_rescoring(
         procs.stop()
 
 
-def test_a_new_model_version_is_picked_up_without_a_restart(broker, tmp_path):
+def _trained_version(path, dataset):
+    """A real fine-tuned version directory (a few steps: the mechanics, not the quality)."""
+    from model.evaluation import leave_one_out
     from model.scorer import default_model_dir
+    from model.train import TrainConfig, finetune, new_card, save_model
+
+    config = TrainConfig(steps=3, batch_size=4, warmup_steps=1, train_layers=1, lr=1e-3, device="cpu")
+    tuned = finetune(default_model_dir(), dataset, leave_one_out(dataset)[:30], config, progress=False)
+    save_model(
+        tuned.encoder, default_model_dir(), path, new_card(path.name, default_model_dir(), config, {}, tuned.fusion)
+    )
+    return tuned.fusion
+
+
+def test_a_new_model_version_is_picked_up_without_a_restart(broker, tmp_path):
+    """v1 is the packaged MiniLM; v2, published while the pool runs, a fine-tuned version
+    whose scores fuse the cosine with the candidates' collaborative features."""
+    import math
+
+    from model.device import choose_device
+    from model.features import fuse
+    from model.scorer import default_model_dir, load_scorer
 
     models = tmp_path / "models"
     models.mkdir()
@@ -71,7 +91,8 @@ def test_a_new_model_version_is_picked_up_without_a_restart(broker, tmp_path):
     procs = Processes(env, tmp_path / "logs")
     collector = ResultCollector(settings).start()
     producer = make_producer(settings)
-    requests = real_requests(load_ml100k(settings.data_dir), 40, 20)
+    dataset = load_ml100k(settings.data_dir)
+    requests = real_requests(dataset, 40, 20)
 
     def send(batch):
         for r in batch:
@@ -84,7 +105,7 @@ def test_a_new_model_version_is_picked_up_without_a_restart(broker, tmp_path):
         procs.start("pool", "pool")
         send(requests[:20])
         assert collector.wait_for({r.request_id for r in requests[:20]}, 180), tail_logs(procs)
-        (models / "v2").symlink_to(default_model_dir(), target_is_directory=True)
+        fusion = _trained_version(models / "v2", dataset)
         (models / "LATEST").write_text("v2\n")
         log = tmp_path / "logs" / "pool.log"
         assert wait_for_line(log, ("model loaded", "version=v2"), 60), tail_logs(procs)
@@ -94,6 +115,18 @@ def test_a_new_model_version_is_picked_up_without_a_restart(broker, tmp_path):
         assert versions[:20] == ["v1"] * 20 and versions[20:] == ["v2"] * 20
         assert all(rec.recommendation_id.endswith(":" + rec.model.version) for rec in collector.results.values())
         assert procs.procs["pool"].poll() is None  # no restart happened
+        assert [rec.model.fusion for rec in collector.results.values()] == [None] * 20 + [fusion] * 20
+        # The pool's v2 scores are the offline fused scores of the same version directory.
+        scorer = load_scorer(models / "v2", choose_device("cpu"))
+        for r in requests[20:25]:
+            cos = scorer.score_many([r.instruction], [[(c.item_id, c.text) for c in r.candidates]], [[]])[0].scores
+            collab = [(math.log1p(c.cooc), math.log1p(c.cooc_long), math.log1p(c.popularity)) for c in r.candidates]
+            fused = fuse(fusion, cos, collab)
+            best = sorted(zip(fused, (c.item_id for c in r.candidates), strict=True), key=lambda x: (-x[0], x[1]))
+            rec = collector.results[r.request_id]
+            assert [i.item_id for i in rec.items] == [item for _, item in best[: r.k]]
+            assert [i.score for i in rec.items] == pytest.approx([s for s, _ in best[: r.k]], abs=1e-4)
+        assert any(c.cooc > 0 for r in requests for c in r.candidates)  # the features were there
     finally:
         collector.close()
         procs.stop()

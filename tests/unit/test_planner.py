@@ -1,6 +1,7 @@
 import pytest
 
 from model.context import UserContext
+from model.features import raw_collaborative
 from model.recall import ItemGraph
 from schemas.records import CatalogItem, Trigger
 from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_score_request
@@ -67,4 +68,32 @@ def test_cold_start_gets_popular_then_fresh_items():
 
 def test_intention_is_cleaned_into_the_instruction():
     req = plan_score_request(trig(intention="a  comedy\x00"), None, LOOKUP, graph_from([["1"]]), PlannerConfig())
-    assert req.intention == "a comedy" and '"a comedy"' in req.instruction
+    assert req.intention == "a comedy" and "a comedy" in req.instruction
+
+
+def test_candidates_carry_the_collaborative_features_of_the_fused_model():
+    ctx = UserContext.apply(None, [("1", "click", 1.0), ("2", "view", 2.0)], 50, 100)
+    g = graph_from([["1", "2", "3", "4"], ["2", "5"], ["6", "6", "6"], ["3", "7"]])
+    for trigger in (trig(k=5), trig(k=5, candidates=["3", "5", "6", "8"])):
+        req = plan_score_request(trigger, ctx, LOOKUP, g, PlannerConfig(recall_size=8))
+        ids = [c.item_id for c in req.candidates]
+        expected = raw_collaborative(g, ["2", "1"], ids)  # latest first, as in training and evaluation
+        got = [(c.cooc, c.cooc_long, c.popularity) for c in req.candidates]
+        assert [x for row in got for x in row] == pytest.approx([x for row in expected for x in row])
+        assert [c.cooc_with for c in req.candidates if c.item_id == "5"] in ([], ["2"])
+        assert any(c.cooc > 0 for c in req.candidates) and any(c.popularity > 1 for c in req.candidates)
+
+
+def test_the_template_is_chosen_by_request_id_and_seed_from_the_configured_languages():
+    from model.instructions import templates_for
+
+    zh_only = PlannerConfig(templates=templates_for("zh"), template_seed=3)
+    names = {
+        plan_score_request(trig(request_id=f"r{n}"), None, LOOKUP, graph_from([["1"]]), zh_only).template
+        for n in range(40)
+    }
+    assert len(names) > 3 and all(name.startswith("zh-") for name in names)
+    again = plan_score_request(trig(request_id="r7"), None, LOOKUP, graph_from([["1"]]), zh_only)
+    assert (
+        again.template == plan_score_request(trig(request_id="r7"), None, LOOKUP, graph_from([["1"]]), zh_only).template
+    )

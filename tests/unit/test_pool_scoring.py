@@ -69,3 +69,34 @@ def test_other_model_errors_fail_the_whole_batch(worker):
     worker.active = (Broken(limit=8), MODEL, None)
     with pytest.raises(ValueError):
         worker.score_batch([request(0), request(1)])
+
+
+def test_a_trained_model_fuses_its_cosine_with_the_candidates_collaborative_features(worker):
+    import math
+
+    fusion = {"text": 10.0, "cooc": 1.0, "cooc_long": 0.25, "pop": 0.5}
+    req = request(0).model_copy(
+        update={
+            "candidates": [
+                Candidate(item_id="0", title="T0", text="T0", source="popular", cooc=0.0, popularity=1.0),
+                Candidate(
+                    item_id="1", title="T1", text="T1", source="cooccurrence", cooc=200.0, cooc_long=7.0, popularity=3.0
+                ),
+                Candidate(item_id="2", title="T2", text="T2", source="cooccurrence", cooc=2.0, popularity=50.0),
+            ]
+        }
+    )
+    worker.active = (FakeScorer(limit=8), ModelInfo(name="fake", version="v1", fusion=fusion), None)
+    (out,) = worker.score_batch([req])
+    expected = {
+        str(n): 10.0 / (n + 1) + math.log1p(c.cooc) + 0.25 * math.log1p(c.cooc_long) + 0.5 * math.log1p(c.popularity)
+        for n, c in enumerate(req.candidates)
+    }
+    assert out.model.fusion == fusion
+    assert out.items[0].item_id == "1"  # its co-occurrence outweighs candidate 0's higher cosine
+    assert [i.item_id for i in out.items] == sorted(expected, key=lambda i: -expected[i])[:2]
+    assert [i.score for i in out.items] == pytest.approx(sorted(expected.values(), reverse=True)[:2])
+    # Without fusion the cosine alone ranks: candidate 0 first.
+    worker.active = (FakeScorer(limit=8), MODEL, None)
+    (plain,) = worker.score_batch([req])
+    assert plain.items[0].item_id == "0"

@@ -71,3 +71,25 @@ def test_cold_start_explanation_says_so():
 def test_wrong_number_of_scores_is_an_error():
     with pytest.raises(ScoringError):
         rank(request(), ScoredRequest([0.1], [None]), MODEL, started_ts=0, score_ms=0)
+
+
+def test_explanations_name_the_evidence_co_watched_first_then_embedding_neighbour():
+    req = request(n=3, k=3, intention="something scary")
+    history = [
+        HistoryItem(item_id="h1", title="Alien", text="Alien", event_type="click", ts=1.0),
+        HistoryItem(item_id="h2", title="Heat", text="Heat", event_type="view", ts=2.0),
+    ]
+    candidates = [
+        Candidate(item_id="0", title="Aliens", text="Aliens", source="cooccurrence", cooc=3.0, cooc_with="h1"),
+        Candidate(item_id="1", title="Ronin", text="Ronin", source="popular"),
+        Candidate(
+            item_id="2", title="Gone", text="Gone", source="cooccurrence", cooc=1.0, cooc_with="gone-from-history"
+        ),
+    ]
+    req = req.model_copy(update={"history": history, "candidates": candidates})
+    rec = rank(req, ScoredRequest([0.9, 0.8, 0.7], [1, 1, 0]), MODEL, started_ts=10.2, score_ms=1)
+    assert [i.because for i in rec.items] == ["h1", "h2", "h1"]
+    assert "viewers of “Alien” also watched “Aliens”" in rec.explanation
+    assert "“Ronin” is close to “Heat”" in rec.explanation
+    assert "“Gone” is close to “Alien”" in rec.explanation  # its co-watched item is not in the history shown
+    assert "“something scary”" in rec.explanation
