@@ -215,7 +215,8 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
 
 
 def train_model(dataset: Dataset, splits: Sequence[UserSplit], config: EvalConfig) -> tuple[Path, dict[str, Any]]:
-    """Fine-tune, save a new version under ``config.models_root`` and point LATEST at it."""
+    """Fine-tune and save a new version under ``config.models_root`` (LATEST moves to it
+    in ``run_eval`` once its fusion weights are calibrated)."""
     from model.scorer import default_model_dir
 
     base = default_model_dir()

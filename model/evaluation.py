@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from model.data import Dataset
+from model.features import latest_distinct
 from model.recall import ItemGraph
 
 PROTOCOLS = ("1+19", "1+99", "full")
@@ -151,17 +152,7 @@ def cooccurrence_scorer(splits: Sequence[UserSplit], recent: int = 5, window: in
     norm = 1.0 + max(popularity.values(), default=0)
 
     def score(split: UserSplit, candidates: Sequence[str]) -> list[float]:
-        history = list(split.seen_before_test)
-        latest: list[str] = []
-        for item in reversed(history):
-            if item not in latest:
-                latest.append(item)
-            if len(latest) == recent:
-                break
-        totals: defaultdict[str, float] = defaultdict(float)
-        for rank, item in enumerate(latest):
-            for other, count in graph.neighbours.get(item, {}).items():
-                totals[other] += count / (1 + rank)
+        totals = graph.cooccurrence(latest_distinct(split.seen_before_test, recent))
         return [totals.get(i, 0.0) + popularity.get(i, 0) / norm for i in candidates]
 
     return score

@@ -26,7 +26,7 @@ held-out transition is not in the graph. Seeded; CUDA when present; a progress b
 
 A trained model is a directory: the instruction encoder (Hugging Face weights and
 tokenizer), ``item_encoder/`` (the frozen item side), and ``instructrec.json`` (version,
-base model, template names, training config and summary, fusion weights, evaluation
+base model, the template set, training config and summary, fusion weights, evaluation
 results), which the scoring pools read.
 """
 
@@ -412,7 +412,7 @@ def new_card(
         "base_model": str(base_dir),
         "item_encoder": ITEM_ENCODER,
         "fusion": fusion,
-        "templates": [t.name for t in TEMPLATES],
+        "templates": [asdict(t) for t in TEMPLATES],  # the whole set it was trained on, not just names
         "train_config": asdict(config),
         "training": summary,
         "features": {"names": list(FEATURES), "recent": FEATURE_RECENT, "long": FEATURE_LONG},

@@ -325,7 +325,8 @@ def test_cli_trigger_prints_the_answer(scenario):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rec = orjson.loads(proc.stdout.strip().splitlines()[-1])
     assert rec["user_id"] == user and len(rec["items"]) == 4
-    assert '"a scary horror film"' in rec["instruction"]
+    assert "a scary horror film" in rec["instruction"]
+    assert rec["template"].split("-")[0] in ("en", "zh") and rec["model"]["version"]
 
 
 def test_cli_tail_and_create_topics(scenario):

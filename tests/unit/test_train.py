@@ -63,6 +63,8 @@ def test_a_short_run_saves_a_version_the_pools_load(ml100k, tmp_path):
     loaded = read_card(out)
     assert loaded is not None and loaded["fusion"] == pytest.approx(tuned.fusion)
     assert len(loaded["templates"]) >= 20 and loaded["train_config"]["steps"] == 4
+    assert {t["name"] for t in loaded["templates"]} >= {"en-watched-v1", "zh-watched-v1"}
+    assert all("{history}" in t["preference"] for t in loaded["templates"])
 
     device = choose_device("cpu")
     tuned_scorer = load_scorer(out, device)
