@@ -34,11 +34,13 @@ def rank(
     because_titles: list[str | None] = []
     because_kinds: list[str] = []
     history = {h.item_id: h for h in request.history}
+    # Evidence for the score: with a fused model, the recent item the candidate co-occurs
+    # with most (what the collaborative part saw); else, or without one, the history item
+    # nearest to it in embedding space (what the cosine saw).
+    fused = model.fusion is not None and (model.fusion.get("cooc", 0) > 0 or model.fusion.get("cooc_long", 0) > 0)
     for rank_no, n in enumerate(top, start=1):
         cand = request.candidates[n]
-        # Evidence: the recent item it co-occurs with most (what the collaborative part
-        # of the score saw), else the history item nearest to it in embedding space.
-        because = history.get(cand.cooc_with) if cand.cooc_with else None
+        because = history.get(cand.cooc_with) if fused and cand.cooc_with else None
         because_kinds.append("co-watched" if because else "similar")
         b = scored.because[n]
         if because is None and b is not None and b < len(request.history):

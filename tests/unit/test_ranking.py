@@ -87,9 +87,15 @@ def test_explanations_name_the_evidence_co_watched_first_then_embedding_neighbou
         ),
     ]
     req = req.model_copy(update={"history": history, "candidates": candidates})
-    rec = rank(req, ScoredRequest([0.9, 0.8, 0.7], [1, 1, 0]), MODEL, started_ts=10.2, score_ms=1)
+    fused = ModelInfo(name="m", version="v2", fusion={"text": 5.0, "cooc": 1.0, "cooc_long": 0.8, "pop": -0.3})
+    rec = rank(req, ScoredRequest([0.9, 0.8, 0.7], [1, 1, 0]), fused, started_ts=10.2, score_ms=1)
     assert [i.because for i in rec.items] == ["h1", "h2", "h1"]
     assert "viewers of “Alien” also watched “Aliens”" in rec.explanation
     assert "“Ronin” is close to “Heat”" in rec.explanation
     assert "“Gone” is close to “Alien”" in rec.explanation  # its co-watched item is not in the history shown
     assert "“something scary”" in rec.explanation
+
+    # A cosine-only model's evidence is what its score saw: the nearest history item.
+    plain = rank(req, ScoredRequest([0.9, 0.8, 0.7], [1, 1, 0]), MODEL, started_ts=10.2, score_ms=1)
+    assert [i.because for i in plain.items] == ["h2", "h2", "h1"]
+    assert "also watched" not in plain.explanation and "“Aliens” is close to “Heat”" in plain.explanation
