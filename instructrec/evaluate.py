@@ -39,6 +39,7 @@ from model.evaluation import (
     leave_one_out,
     popularity_scorer,
     random_scorer,
+    rank_of_first,
 )
 from model.features import FEATURE_LONG, collaborative_features, fuse, latest_distinct
 from model.recall import ItemGraph
@@ -201,9 +202,10 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
     if config.intention_users > 0:
         probe = splits[: config.intention_users]
         if ours is not None and card is not None:
-            effects += intention_effect(OURS, fused_scorer(ours, graph, card["fusion"]), dataset, probe, catalog)
+            scorer = fused_scorer(ours, graph, card["fusion"])
+            effects += intention_effect(OURS, scorer, dataset, probe, catalog, splits)
         if zero_shot is not None:
-            effects += intention_effect("minilm-zero-shot", zero_shot.score, dataset, probe, catalog)
+            effects += intention_effect("minilm-zero-shot", zero_shot.score, dataset, probe, catalog, splits)
     report = write_report(rows, effects, config, len(splits), card)
     if model_dir is not None and card is not None:
         card["eval"] = {"users": len(splits), "seed": config.seed, "rows": rows, "intention": effects}
@@ -263,16 +265,27 @@ def intention_effect(
     dataset: Dataset,
     splits: Sequence[UserSplit],
     catalog: Sequence[str],
+    matching_pool: Sequence[UserSplit] = (),
 ) -> list[dict[str, Any]]:
     """Share of a genre in the full-ranking top 10 (seen items masked), without and with
-    the intention "I feel like a <genre> film" -- a phrasing training never used."""
+    the intention "I feel like a <genre> film" -- a phrasing training never used -- over
+    ``splits``; and, for up to ``len(splits)`` users of ``matching_pool`` whose held-out
+    item *is* of that genre, its full-ranking HR@10 without and with the intention (does
+    following the intention find what the user went on to watch?)."""
     out = []
     for genre in PROBE_GENRES:
+        phrase = f"I feel like a {genre.lower()} film"
+        matching = [s for s in matching_pool if genre in dataset.items[s.test].genres][: len(splits)]
+        hits = {"without": 0, "with": 0}
+        for split in matching:
+            candidates = candidates_for(split, "full", catalog, 0)  # the held-out item first
+            for key, intention in (("without", None), ("with", phrase)):
+                hits[key] += rank_of_first(scorer(split, candidates, intention)) < 10
         has = {i for i, item in dataset.items.items() if genre in item.genres}
         shares = {"without": 0.0, "with": 0.0}
         for split in splits:
             candidates = [*candidates_for(split, "full", catalog, 0)[1:], split.test]
-            for key, intention in (("without", None), ("with", f"I feel like a {genre.lower()} film")):
+            for key, intention in (("without", None), ("with", phrase)):
                 scores = scorer(split, candidates, intention)
                 top = sorted(range(len(candidates)), key=lambda n: -scores[n])[:10]
                 shares[key] += sum(1 for n in top if candidates[n] in has) / 10
@@ -284,6 +297,9 @@ def intention_effect(
                 "without": round(shares["without"] / len(splits), 3),
                 "with": round(shares["with"] / len(splits), 3),
                 "users": len(splits),
+                "matching_users": len(matching),
+                "hr10_without": round(hits["without"] / max(1, len(matching)), 3),
+                "hr10_with": round(hits["with"] / max(1, len(matching)), 3),
             }
         )
         print(f"intention {name:20s} {out[-1]}", flush=True)
@@ -326,14 +342,16 @@ def write_report(
         lines += [
             "",
             "Intention effect: share of the genre in the full-ranking top 10, without and with the intention "
-            '"I feel like a <genre> film" (a phrasing not used in training).',
+            '"I feel like a <genre> film" (a phrasing not used in training); and for users whose held-out item '
+            "is of that genre, its full-ranking HR@10 without and with the same intention.",
             "",
-            "| method | genre | catalog share | top-10 share without | with |",
-            "|---|---|---:|---:|---:|",
+            "| method | genre | catalog share | top-10 share without | with | matching users | HR@10 without | with |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for e in effects:
             lines.append(
-                f"| {e['method']} | {e['genre']} | {e['catalog_share']:.3f} | {e['without']:.3f} | {e['with']:.3f} |"
+                f"| {e['method']} | {e['genre']} | {e['catalog_share']:.3f} | {e['without']:.3f} | {e['with']:.3f} "
+                f"| {e.get('matching_users', 0)} | {e.get('hr10_without', 0):.3f} | {e.get('hr10_with', 0):.3f} |"
             )
     lines += ["", "![NDCG@10 by method and protocol](eval.png)", ""]
     report = out / "report.md"

@@ -77,3 +77,7 @@ def test_a_genre_intention_moves_the_top_ten_towards_that_genre(result):
         if e["genre"] != "Documentary":  # rarely co-watched: its share stays small either way
             assert e["with"] >= e["without"] + 0.05, e
     assert sum(e["with"] for e in ours) >= 1.5 * sum(e["without"] for e in ours)
+    # Users whose held-out item is of the genre: the intention helps find it.
+    hits = {k: sum(e[f"hr10_{k}"] * e["matching_users"] for e in ours) for k in ("without", "with")}
+    assert sum(e["matching_users"] for e in ours) >= 60
+    assert hits["with"] > 1.2 * hits["without"], hits
