@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     recall_size: int = Field(default=100, ge=1, le=5000)
     max_trigger_candidates: int = Field(default=1000, ge=1)
     intention_max_chars: int = Field(default=300, ge=0)
+    max_future_skew_s: float = Field(
+        default=86_400.0, ge=0, description="Events/triggers dated further ahead are dead-lettered (0: no check)."
+    )
     template_seed: int = Field(default=0, description="Seeds the per-trigger choice of instruction template.")
     template_languages: str = Field(
         default="en,zh", description="Comma-separated template languages the stream worker chooses from."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 import orjson
@@ -57,6 +58,17 @@ class JsonCodec(Generic[R]):
 
 MAX_EVENTS_PER_MESSAGE = 10_000
 _EVENT_LIST: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+
+
+def check_not_future(timestamps: Iterable[float | None], now: float, max_skew_s: float | None) -> None:
+    """Reject a record dated more than ``max_skew_s`` after ``now``: a far-future event
+    would stay at the head of the user's context for good. ``None`` turns the check off."""
+    if max_skew_s is None:
+        return
+    limit = now + max_skew_s
+    for ts in timestamps:
+        if ts is not None and ts > limit:
+            raise DecodeError("future-timestamp", f"ts {ts:.0f} is more than {max_skew_s:.0f} s after now ({now:.0f})")
 
 
 def decode_events(data: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Event]:

@@ -16,6 +16,7 @@ original bytes, where it came from and why; the agent carries on.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -31,7 +32,7 @@ from instructrec.settings import Settings
 from model.context import UserContext, items_of
 from model.instructions import templates_for
 from model.recall import ItemGraph
-from schemas.codec import dead_letter, decode_events
+from schemas.codec import check_not_future, dead_letter, decode_events
 from schemas.exceptions import DecodeError
 from schemas.records import Trigger
 from schemas.topics import CATALOG, DEAD_LETTERS, SCORE_REQUESTS, TRIGGERS
@@ -212,6 +213,7 @@ class StreamWorker:
         for message in messages:
             try:
                 records = decode_events(message.value)
+                check_not_future((r.ts for r in records), time.time(), self.settings.max_future_skew_s or None)
             except DecodeError as exc:
                 await self._dead_letter(message, exc.reason, exc.detail)
                 continue
@@ -235,6 +237,7 @@ class StreamWorker:
     async def handle_trigger(self, message: Message) -> None:
         try:
             trigger: Trigger = TRIGGERS.codec.decode(message.value)
+            check_not_future((trigger.ts, trigger.after_ts), time.time(), self.settings.max_future_skew_s or None)
             if trigger.candidates is not None and len(trigger.candidates) > self.settings.max_trigger_candidates:
                 raise DecodeError(
                     "too-many-candidates", f"{len(trigger.candidates)} > limit {self.settings.max_trigger_candidates}"

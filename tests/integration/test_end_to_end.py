@@ -43,6 +43,7 @@ BAD_EVENTS = [
     orjson.dumps({"user_id": "5", "item_id": "1", "event_type": "purchase", "ts": 1.0}),  # unknown type
     orjson.dumps({"user_id": "5", "item_id": "1", "event_type": "click"}),  # missing field
     b"\xff\xfe\x00garbage",
+    orjson.dumps({"user_id": "5", "item_id": "1", "event_type": "click", "ts": 1e12}),  # year 33658
 ]
 
 
@@ -161,7 +162,8 @@ def send_event_array(settings, tracker: Tracker, replayer: Replayer, dataset) ->
 
 def waiting_trigger(tracker: Tracker, user: str, replayer: Replayer) -> str:
     """A trigger whose after_ts event never arrives: answered when its wait runs out."""
-    trig = Trigger(request_id=f"wait-{uuid.uuid4().hex[:8]}", user_id=user, ts=0.0, k=5, after_ts=4e9)
+    now = time.time()  # no replayed event is this recent (ml-100k ends in 1998); a future one is rejected
+    trig = Trigger(request_id=f"wait-{uuid.uuid4().hex[:8]}", user_id=user, ts=now, k=5, after_ts=now)
     tracker.triggers[trig.request_id] = trig
     tracker.before[trig.request_id] = list(tracker.items[user])
     replayer.run(iter([trig]), rate=0)
@@ -292,7 +294,7 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_bytes_origin_and_reason(s
         assert letter.reason and letter.detail
         assert letter.component == ("scoring-pool" if topic.endswith("score-requests") else "stream-worker")
     reasons = {letters[(t, p, o)].reason for t, p, o, _ in scenario.bad}
-    assert {"invalid-json", "invalid-record"} <= reasons
+    assert {"invalid-json", "invalid-record", "future-timestamp"} <= reasons
 
 
 def test_cold_start_user_is_answered_with_popular_items(scenario):

@@ -169,3 +169,14 @@ def test_event_array_roundtrip_property(kinds):
 
     batch = [Event(user_id="u", item_id=str(i), event_type=k, ts=float(i)) for i, k in enumerate(kinds)]
     assert decode_events(orjson.dumps([e.model_dump(mode="json") for e in batch])) == batch
+
+
+def test_far_future_timestamps_are_rejected_within_a_configurable_skew():
+    from schemas.codec import check_not_future
+
+    now = 1_800_000_000.0
+    check_not_future([now - 1e9, now, now + 3600, None], now, 86_400)  # the past, the present, an hour of skew
+    with pytest.raises(DecodeError) as exc:
+        check_not_future([now, now + 86_401], now, 86_400)
+    assert exc.value.reason == "future-timestamp" and "86400" in exc.value.detail
+    check_not_future([1e12], now, None)  # off
