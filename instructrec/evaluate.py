@@ -43,14 +43,14 @@ from model.evaluation import (
 )
 from model.features import FEATURE_LONG, collaborative_features, fuse, latest_distinct
 from model.recall import ItemGraph
+from model.registry import read_card, write_card
 from model.train import (
     TrainConfig,
     finetune,
     fit_fusion,
+    item_texts,
     new_card,
-    read_card,
     save_model,
-    write_card,
 )
 
 OURS = "instructrec (fine-tuned + co-occurrence)"
@@ -81,7 +81,6 @@ class TextModel:
     candidate's catalog text; cosine similarity."""
 
     def __init__(self, dataset: Dataset, settings: Settings, model_dir: Path | None, history: int, seed: int) -> None:
-        from instructrec.replay import catalog_records
         from model.device import choose_device, set_cpu_threads
         from model.scorer import load_scorer
 
@@ -89,7 +88,7 @@ class TextModel:
         if device.device.type == "cpu":
             set_cpu_threads(settings.torch_threads)
         self.scorer = load_scorer(model_dir, device, settings.max_seq_length)
-        self.texts = {c.item_id: c.scoring_text() for c in catalog_records(dataset)}
+        self.texts = item_texts(dataset)
         self.titles = {i: item.title for i, item in dataset.items.items()}
         self.history = history
         self.seed = seed

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from model.recall import ItemGraph
 
@@ -35,17 +36,49 @@ def latest_distinct(history: Sequence[str], n: int = FEATURE_RECENT) -> list[str
     return out
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """One candidate's collaborative features (counts) and the recent item it co-occurs
+    with most (1/(1+rank)-weighted, the most recent winning ties; None without any)."""
+
+    cooc: float
+    cooc_long: float
+    popularity: float
+    link: str | None
+
+
+def candidate_evidence(graph: ItemGraph, latest: Sequence[str], candidates: Sequence[str]) -> list[Evidence]:
+    """Per candidate, from the neighbour rows of the user's latest distinct items (most
+    recent first; ``FEATURE_LONG`` of them when the user has that many): one pass over
+    those rows per candidate, never over all their neighbours."""
+    neighbours = graph.neighbours
+    rows = [(item, neighbours[item]) for item in latest[:FEATURE_LONG] if item in neighbours]
+    recent = {item: 1.0 / (1 + rank) for rank, item in enumerate(latest[:FEATURE_RECENT])}
+    popularity = graph.popularity
+    out = []
+    for c in candidates:
+        cooc = cooc_long = best = 0.0
+        link = None
+        for item, row in rows:
+            count = row.get(c, 0)
+            if not count:
+                continue
+            cooc_long += count
+            weight = recent.get(item)
+            if weight is not None:
+                value = weight * count
+                cooc += value
+                if value > best:
+                    best, link = value, item
+        out.append(Evidence(cooc, cooc_long, float(popularity.get(c, 0)), link))
+    return out
+
+
 def raw_collaborative(
     graph: ItemGraph, latest: Sequence[str], candidates: Sequence[str]
 ) -> list[tuple[float, float, float]]:
-    """Per candidate: (cooc, cooc_long, popularity) as counts; ``latest`` is the user's
-    latest distinct items, most recent first (at least ``FEATURE_LONG`` of them when the
-    user has that many)."""
-    cooc = graph.cooccurrence(latest[:FEATURE_RECENT])
-    neighbours = graph.neighbours
-    rows = [neighbours[item] for item in latest[:FEATURE_LONG] if item in neighbours]
-    popularity = graph.popularity
-    return [(cooc.get(c, 0.0), float(sum(r.get(c, 0) for r in rows)), float(popularity.get(c, 0))) for c in candidates]
+    """Per candidate: (cooc, cooc_long, popularity) as counts (see ``candidate_evidence``)."""
+    return [(e.cooc, e.cooc_long, e.popularity) for e in candidate_evidence(graph, latest, candidates)]
 
 
 def collaborative_features(graph: ItemGraph, latest: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:

@@ -9,10 +9,16 @@ look again every ``INSTRUCTREC_MODEL_POLL_S`` seconds and switch without a resta
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from model.exceptions import ModelNotFound
+from model.features import check_weights
+
+# A trained version's card (model/train.py writes it; pools read its fusion weights).
+MODEL_CARD = "instructrec.json"
 
 
 @dataclass(frozen=True)
@@ -35,3 +41,24 @@ def resolve_model(model_dir: Path, default_version: str) -> ModelChoice:
     if not versions:
         raise ModelNotFound(f"{model_dir} holds neither a model (config.json) nor version directories")
     return ModelChoice(model_dir / versions[-1], versions[-1])
+
+
+def write_card(out_dir: Path, card: dict[str, Any]) -> None:
+    """Write the card atomically: a pool never reads half of it."""
+    tmp = out_dir / (MODEL_CARD + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False, sort_keys=True))
+    tmp.replace(out_dir / MODEL_CARD)
+
+
+def read_card(model_dir: Path) -> dict[str, Any] | None:
+    """A version's card, its fusion weights checked; None for a plain model directory."""
+    path = Path(model_dir) / MODEL_CARD
+    if not path.exists():
+        return None
+    card = json.loads(path.read_text())
+    if card.get("fusion") is not None:
+        try:
+            card["fusion"] = check_weights(card["fusion"])
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+    return card

@@ -32,7 +32,6 @@ results), which the scoring pools read.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import shutil
@@ -57,9 +56,8 @@ from model.features import (
 )
 from model.instructions import TEMPLATES, build_instruction
 from model.recall import ItemGraph
+from model.registry import write_card
 from model.scorer import ITEM_ENCODER_DIR as ITEM_ENCODER
-
-MODEL_CARD = "instructrec.json"
 
 # Intention phrasings used in training. The evaluation's intention probe uses another
 # ("I feel like a ... film"), so the measured effect is not a memorised sentence.
@@ -383,25 +381,6 @@ def save_model(encoder: _Encoder, base_dir: Path, out_dir: Path, card: dict[str,
     shutil.copytree(base_dir, out_dir / ITEM_ENCODER, dirs_exist_ok=True)
     write_card(out_dir, card)
     return out_dir
-
-
-def write_card(out_dir: Path, card: dict[str, Any]) -> None:
-    tmp = out_dir / (MODEL_CARD + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False, sort_keys=True))
-    tmp.replace(out_dir / MODEL_CARD)
-
-
-def read_card(model_dir: Path) -> dict[str, Any] | None:
-    path = Path(model_dir) / MODEL_CARD
-    if not path.exists():
-        return None
-    card = json.loads(path.read_text())
-    if card.get("fusion") is not None:
-        try:
-            card["fusion"] = check_weights(card["fusion"])
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
-    return card
 
 
 def new_card(

@@ -7,12 +7,12 @@ with plain dicts.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from model.context import UserContext, recent_distinct
-from model.features import FEATURE_LONG, FEATURE_RECENT, raw_collaborative
+from model.features import FEATURE_LONG, candidate_evidence
 from model.instructions import TEMPLATES, Template, build_instruction, choose_template, clean_intention
 from model.recall import ItemGraph
 from schemas.records import Candidate, CatalogItem, HistoryItem, ScoreRequest, Source, Trigger
@@ -37,20 +37,6 @@ class NoCandidates(Exception):
         super().__init__(detail)
         self.reason = "no-candidates"
         self.detail = detail
-
-
-def strongest_link(graph: ItemGraph, latest: Sequence[str], item_id: str) -> str | None:
-    """The recent item (most recent first) contributing most to ``item_id``'s co-occurrence
-    score, each weighted 1/(1 + rank) as in the score."""
-    best, best_value = None, 0.0
-    neighbours = graph.neighbours
-    for rank, recent in enumerate(latest):
-        if recent not in neighbours:  # a defaultdict: do not insert
-            continue
-        value = neighbours[recent].get(item_id, 0) / (1 + rank)
-        if value > best_value:
-            best, best_value = recent, value
-    return best
 
 
 def plan_score_request(
@@ -101,19 +87,19 @@ def plan_score_request(
     # Collaborative features for the fused model (model/features.py), from this worker's
     # graph, computed as in training and evaluation.
     latest = [entry[0] for entry in recent_distinct(events, FEATURE_LONG)]
-    features = raw_collaborative(graph, latest, [item_id for item_id, _, _ in picked])
+    evidence = candidate_evidence(graph, latest, [item_id for item_id, _, _ in picked])
     candidates = [
         Candidate(
             item_id=item_id,
             title=item.title,
             text=item.scoring_text(),
             source=source,
-            cooc=cooc,
-            cooc_long=cooc_long,
-            popularity=popularity,
-            cooc_with=strongest_link(graph, latest[:FEATURE_RECENT], item_id) if cooc > 0 else None,
+            cooc=e.cooc,
+            cooc_long=e.cooc_long,
+            popularity=e.popularity,
+            cooc_with=e.link,
         )
-        for (item_id, item, source), (cooc, cooc_long, popularity) in zip(picked, features, strict=True)
+        for (item_id, item, source), e in zip(picked, evidence, strict=True)
     ]
 
     intention = clean_intention(trigger.intention, config.intention_max_chars)

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from instructrec.kafka import consumer_config, make_producer, poll_batch
 from instructrec.logs import configure_logging, get_logger
 from instructrec.settings import Settings
-from model.registry import ModelChoice
+from model.registry import ModelChoice, read_card
 from schemas.codec import dead_letter
 from schemas.exceptions import DecodeError
 from schemas.records import ModelInfo, Recommendation, ScoreRequest
@@ -75,7 +75,6 @@ class ScoringWorker:
         between batches, so every result names the version that produced it."""
         from model.device import choose_device, set_cpu_threads
         from model.scorer import load_scorer
-        from model.train import read_card
 
         choice = choice or self._model_choice()
         device = choose_device(self.settings.device, self.index)

@@ -11,8 +11,8 @@ import pytest
 
 from instructrec.evaluate import OURS, EvalConfig, run_eval
 from instructrec.settings import Settings
+from model.registry import read_card
 from model.scorer import load_scorer
-from model.train import read_card
 
 STEPS = 150
 

@@ -1,7 +1,6 @@
 import pytest
 
 from model.context import UserContext
-from model.features import raw_collaborative
 from model.recall import ItemGraph
 from schemas.records import CatalogItem, Trigger
 from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_score_request
@@ -76,11 +75,15 @@ def test_candidates_carry_the_collaborative_features_of_the_fused_model():
     g = graph_from([["1", "2", "3", "4"], ["2", "5"], ["6", "6", "6"], ["3", "7"]])
     for trigger in (trig(k=5), trig(k=5, candidates=["3", "5", "6", "8"])):
         req = plan_score_request(trigger, ctx, LOOKUP, g, PlannerConfig(recall_size=8))
-        ids = [c.item_id for c in req.candidates]
-        expected = raw_collaborative(g, ["2", "1"], ids)  # latest first, as in training and evaluation
-        got = [(c.cooc, c.cooc_long, c.popularity) for c in req.candidates]
-        assert [x for row in got for x in row] == pytest.approx([x for row in expected for x in row])
-        assert [c.cooc_with for c in req.candidates if c.item_id == "5"] in ([], ["2"])
+        # Against the plain definitions: recency-weighted recall score, unweighted sum, counts.
+        recall_score = g.cooccurrence(["2", "1"])  # latest first, as in training and evaluation
+        for c in req.candidates:
+            assert c.cooc == pytest.approx(recall_score.get(c.item_id, 0.0))
+            assert c.cooc_long == sum(g.neighbours[h].get(c.item_id, 0) for h in ("2", "1"))
+            assert c.popularity == g.popularity.get(c.item_id, 0)
+            links = {h: g.neighbours[h].get(c.item_id, 0) / (1 + r) for r, h in enumerate(["2", "1"])}
+            best = max(links.values())
+            assert c.cooc_with == (None if best == 0 else next(h for h, v in links.items() if v == best))
         assert any(c.cooc > 0 for c in req.candidates) and any(c.popularity > 1 for c in req.candidates)
 
 

@@ -16,8 +16,9 @@ from model.device import choose_device
 from model.evaluation import leave_one_out
 from model.features import FEATURE_LONG, latest_distinct, raw_collaborative
 from model.recall import ItemGraph
+from model.registry import read_card
 from model.scorer import default_model_dir, load_scorer
-from model.train import LeaveUserOut, TrainConfig, finetune, make_examples, new_card, read_card, save_model
+from model.train import LeaveUserOut, TrainConfig, finetune, make_examples, new_card, save_model
 
 
 @pytest.fixture(scope="module")
