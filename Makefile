@@ -9,7 +9,7 @@ DURATION ?=
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration bench eval venv data schemas lint clean
+.PHONY: run test unit integration bench eval chaos venv data schemas lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ test: venv data
 
 bench: venv data
 	$(PY) -m instructrec bench $(BENCH_ARGS)
+
+chaos: venv data
+	$(PY) -m instructrec chaos $(CHAOS_ARGS)
 
 eval: venv data
 	$(PY) -m instructrec eval $(EVAL_ARGS)

@@ -186,6 +186,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from instructrec.chaos import ChaosOptions, print_summary, run_chaos
+    from instructrec.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_format, "WARNING")
+    options = ChaosOptions(
+        events=args.events,
+        trigger_every=args.trigger_every,
+        rate=args.rate,
+        stream_kills=args.kills,
+        pool_kills=args.kills,
+        seed=args.seed,
+    )
+    summary = run_chaos(settings, options)
+    print_summary(summary)
+    ok = (
+        summary["unanswered"] == 0
+        and summary["inconsistent_duplicates"] == 0
+        and summary["context_mismatches"] == 0
+        and summary["stuck_outbox"] == 0
+        and summary["stuck_waiting"] == 0
+        and not any(summary["lag"].values())
+        and all(code == 0 for code in summary["exit_codes"].values())
+    )
+    return 0 if ok else 1
+
+
 def _train_layers(requested: int, device: str) -> int | None:
     if requested > 0:
         return requested
@@ -303,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-root", default=".data/models", help="where trained versions are saved")
     p.add_argument("--intention-users", type=int, default=100, help="users in the intention probe (0: skip)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("chaos", help="SIGKILL workers at random during a replay, then check delivery; `chaos: {json}`")
+    p.add_argument("--events", type=int, default=50_000)
+    p.add_argument("--trigger-every", type=int, default=24, help="a trigger after every n-th event")
+    p.add_argument("--rate", type=float, default=600.0, help="events/s offered")
+    p.add_argument("--kills", type=int, default=5, help="SIGKILLs of the stream worker, and as many of the pool")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_chaos)
 
     p = sub.add_parser("broker", help="run the embedded broker in the foreground and print its address")
     p.add_argument("--port", type=int, default=None)

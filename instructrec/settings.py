@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         default=3000, ge=0, description="Longest a trigger with after_ts waits for that event to be applied."
     )
     max_pending_triggers: int = Field(default=10_000, ge=0, description="Triggers waiting for after_ts, at most.")
+    outbox_flush_every: int = Field(
+        default=32, ge=1, description="Score requests planned before the stream worker flushes and sends them."
+    )
     stream_batch_max: int = Field(default=1000, ge=1, description="Most messages the user agent takes at once.")
     stream_batch_within_ms: float = Field(default=5.0, gt=0, description="Longest it waits to fill a batch.")
     web_host: str = "127.0.0.1"

@@ -11,13 +11,22 @@
 
 A message that cannot be decoded or processed goes to the dead-letter topic with its
 original bytes, where it came from and why; the agent carries on.
+
+Delivery (at-least-once, with identical duplicates): a planned score request is written
+to the user's table entry (its *outbox*), the changelog is flushed, then the request is
+sent, and once the broker has acknowledged it the outbox entry is removed. A worker
+killed in between leaves the entry on the changelog; whoever recovers the partition
+sends the same bytes again. A trigger waiting for its ``after_ts`` event is likewise
+kept in the table until it is answered. See README "Guarantees and limits".
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
+import zlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +34,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 from faust.types import Message
 
 from instructrec.logs import get_logger
@@ -74,7 +84,66 @@ class StreamCounters:
     waited: int = 0  # triggers that waited for their after_ts event
     wait_expired: int = 0  # ... and were answered without it when the wait ran out
     redelivered_triggers: int = 0  # seen again after a restart and not answered twice
+    resent: int = 0  # outbox entries a previous owner left, sent again (same bytes)
     dead_letters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a trigger came from: enough to dead-letter it later (the fields a Faust
+    ``Message`` has), and to keep it in the table while it waits."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float | None = None
+
+    @classmethod
+    def of(cls, message: Message) -> Origin:
+        return cls(message.topic, message.partition, message.offset, message.key, message.value, message.timestamp)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "key": pack(self.key) if self.key is not None else None,
+            "value": pack(self.value or b""),
+            "timestamp": self.timestamp,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Origin:
+        key = data.get("key")
+        return cls(
+            data["topic"],
+            int(data["partition"]),
+            int(data["offset"]),
+            unpack(key) if key is not None else None,
+            unpack(data["value"]),
+            data.get("timestamp"),
+        )
+
+
+def pack(data: bytes) -> str:
+    """Bytes kept in a JSON table value: deflated (a score request shrinks ~5x), base64."""
+    return base64.b64encode(zlib.compress(data, 1)).decode("ascii")
+
+
+def unpack(text: str) -> bytes:
+    return zlib.decompress(base64.b64decode(text))
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A score request in the user's outbox, to be sent once the changelog is flushed."""
+
+    user_key: bytes
+    request_id: str
+    key: bytes
+    value: bytes
 
 
 @dataclass
@@ -82,7 +151,7 @@ class PendingTrigger:
     """A trigger waiting for the event its ``after_ts`` names."""
 
     trigger: Trigger
-    message: Message
+    message: Message | Origin
     deadline: float  # event-loop time
 
 
@@ -95,6 +164,8 @@ class StreamWorker:
     graph: ItemGraph = field(default_factory=ItemGraph)
     counters: StreamCounters = field(default_factory=StreamCounters)
     pending: dict[str, list[PendingTrigger]] = field(default_factory=dict)
+    # Outbox entries and waiting triggers found in recovered partitions, taken up by the timer.
+    recovered: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         s, t = self.settings, self.settings.topics
@@ -142,6 +213,31 @@ class StreamWorker:
             await self._catch_up_changelog()
         self.graph.rebuild(items_of(UserContext.events(ctx)) for ctx in self.context.values())
         log.info("item graph rebuilt", users=len(self.context), items=len(self.graph.popularity))
+        self._collect_unfinished()
+
+    def _active_changelog_partitions(self) -> set[int]:
+        topic = self.context.changelog_topic.get_topic_name()
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+
+    def _collect_unfinished(self) -> None:
+        """Outbox entries and waiting triggers of the partitions this worker now owns (a
+        standby's copy is left to its owner)."""
+        mine = self._active_changelog_partitions()
+        n = self.settings.partitions
+        found = []
+        for key, value in self.context.data.items():
+            if not value or not (value.get("outbox") or value.get("waiting")):
+                continue
+            if (murmur2(key) & 0x7FFFFFFF) % n in mine:
+                found.append((key, value))
+        if found:
+            self.recovered.extend(found)
+            log.info(
+                "unfinished triggers recovered",
+                users=len(found),
+                outbox=sum(len(UserContext.outbox(v)) for _, v in found),
+                waiting=sum(len(UserContext.waiting(v)) for _, v in found),
+            )
 
     async def _catch_up_changelog(self) -> None:
         """Embedded broker only: Faust recovers a changelog partition up to the high
@@ -166,7 +262,7 @@ class StreamWorker:
                     store[key] = value
         log.info("changelog caught up past the reported high watermark", partitions=mine, keys_fixed=fixed)
 
-    async def _dead_letter(self, message: Message, reason: str, detail: str) -> None:
+    async def _dead_letter(self, message: Message | Origin, reason: str, detail: str) -> None:
         self.counters.dead_letters[reason] = self.counters.dead_letters.get(reason, 0) + 1
         record = dead_letter(
             topic=message.topic,
@@ -199,10 +295,15 @@ class StreamWorker:
             touched = await self.apply_events([m for m in messages if m.topic == events_topic])
             if not self.catalog.ready.is_set():
                 await self._catalog_loaded()  # triggers are planned against the whole catalog
+            staged: list[Staged] = []
             for message in messages:
                 if message.topic != events_topic:
-                    await self.handle_trigger(message)
-            await self._release(touched & self.pending.keys())
+                    staged.extend(await self.handle_trigger(message))
+                    if len(staged) >= self.settings.outbox_flush_every:
+                        await self._send(staged)  # bounds the outbox (and table values)
+                        staged = []
+            staged.extend(await self._release(touched & self.pending.keys()))
+            await self._send(staged)
             self.counters.batches += 1
             yield None
 
@@ -234,7 +335,9 @@ class StreamWorker:
             self.counters.events += len(events)
         return set(by_user)
 
-    async def handle_trigger(self, message: Message) -> None:
+    async def handle_trigger(self, message: Message) -> list[Staged]:
+        """Dead-letter, park (waiting for its event) or plan a trigger; a planned request
+        is returned for ``_send``."""
         try:
             trigger: Trigger = TRIGGERS.codec.decode(message.value)
             check_not_future((trigger.ts, trigger.after_ts), time.time(), self.settings.max_future_skew_s or None)
@@ -244,31 +347,46 @@ class StreamWorker:
                 )
         except DecodeError as exc:
             await self._dead_letter(message, exc.reason, exc.detail)
+            return []
+        room = sum(map(len, self.pending.values())) < self.settings.max_pending_triggers
+        if trigger.after_ts is not None and room and not self._reflects(trigger):
+            key = trigger.user_id.encode()
+            context = self.context.get(key)
+            if UserContext.was_answered(context, trigger.request_id):
+                self.counters.redelivered_triggers += 1
+                return []
+            origin = Origin.of(message)
+            # Kept in the table too: the batch's offsets are committed while it waits.
+            self.context[key] = UserContext.wait(context, trigger.request_id, origin.to_json())
+            self._park(trigger, origin)
+            return []
+        # (With too many waiting, it is answered now rather than let memory grow.)
+        staged = await self._plan(trigger, message)
+        return [staged] if staged else []
+
+    def _park(self, trigger: Trigger, origin: Origin) -> None:
+        waiting = self.pending.setdefault(trigger.user_id, [])
+        if any(p.trigger.request_id == trigger.request_id for p in waiting):
             return
-        if trigger.after_ts is not None and not self._reflects(trigger):
-            waiting = self.pending.setdefault(trigger.user_id, [])
-            if sum(map(len, self.pending.values())) < self.settings.max_pending_triggers:
-                deadline = asyncio.get_running_loop().time() + self.settings.trigger_wait_ms / 1000
-                waiting.append(PendingTrigger(trigger, message, deadline))
-                self.counters.waited += 1
-                log.debug("trigger waits for its event", request_id=trigger.request_id, after_ts=trigger.after_ts)
-                return
-            # Too many waiting: answer now rather than let memory grow.
-        await self._plan_and_send(trigger, message)
+        deadline = asyncio.get_running_loop().time() + self.settings.trigger_wait_ms / 1000
+        waiting.append(PendingTrigger(trigger, origin, deadline))
+        self.counters.waited += 1
+        log.debug("trigger waits for its event", request_id=trigger.request_id, after_ts=trigger.after_ts)
 
     def _reflects(self, trigger: Trigger) -> bool:
         return UserContext.reflects(
             self.context.get(trigger.user_id.encode()), trigger.after_ts or 0.0, trigger.after_item_id
         )
 
-    async def _release(self, users: set[str], now: float | None = None) -> None:
-        """Answer the waiting triggers of ``users`` whose event arrived or whose wait ran out."""
+    async def _release(self, users: set[str], now: float | None = None) -> list[Staged]:
+        """Plan the waiting triggers of ``users`` whose event arrived or whose wait ran out."""
         now = asyncio.get_running_loop().time() if now is None else now
+        staged: list[Staged] = []
         for user in users:
             keep = []
             for p in self.pending.get(user, ()):
                 if self._reflects(p.trigger):
-                    await self._plan_and_send(p.trigger, p.message)
+                    staged.extend([s] if (s := await self._plan(p.trigger, p.message)) else [])
                 elif now >= p.deadline:
                     self.counters.wait_expired += 1
                     log.warning(
@@ -277,19 +395,20 @@ class StreamWorker:
                         user_id=user,
                         after_ts=p.trigger.after_ts,
                     )
-                    await self._plan_and_send(p.trigger, p.message)
+                    staged.extend([s] if (s := await self._plan(p.trigger, p.message)) else [])
                 else:
                     keep.append(p)
             if keep:
                 self.pending[user] = keep
             else:
                 self.pending.pop(user, None)
+        return staged
 
     async def _answer_all_pending(self, *_args: Any, **_kwargs: Any) -> None:
         if not self.pending:
             return
         log.info("answering waiting triggers now", triggers=sum(map(len, self.pending.values())))
-        await self._release(set(self.pending), now=float("inf"))
+        await self._send(await self._release(set(self.pending), now=float("inf")))
 
     async def _start_catalog(self) -> None:
         self.catalog.start()
@@ -315,40 +434,89 @@ class StreamWorker:
         log.info("stream worker stopping", **asdict(self.counters))
 
     async def _release_expired(self) -> None:
+        if self.recovered:
+            await self._resume_recovered()
         if not self.pending:
             return
         now = asyncio.get_running_loop().time()
-        await self._release({u for u, ps in self.pending.items() if any(now >= p.deadline for p in ps)}, now)
+        await self._send(
+            await self._release({u for u, ps in self.pending.items() if any(now >= p.deadline for p in ps)}, now)
+        )
 
-    async def _plan_and_send(self, trigger: Trigger, message: Message) -> None:
+    async def _resume_recovered(self) -> None:
+        """Send again what a previous owner left in the outbox (the same bytes), and take
+        up the triggers it left waiting."""
+        found, self.recovered = self.recovered, []
+        mine = self._active_changelog_partitions()
+        n = self.settings.partitions
+        staged: list[Staged] = []
+        for key, _ in found:
+            if (murmur2(key) & 0x7FFFFFFF) % n not in mine:
+                continue  # moved on again since
+            value = self.context.get(key)
+            for request_id, packed in UserContext.outbox(value).items():
+                data = unpack(packed)
+                staged.append(Staged(key, request_id, key, data))
+                self.counters.resent += 1
+            for request_id, origin_json in UserContext.waiting(value).items():
+                origin = Origin.from_json(origin_json)
+                try:
+                    trigger = TRIGGERS.codec.decode(origin.value)
+                except DecodeError:  # it decoded when it was parked; keep nothing undecodable
+                    self.context[key] = UserContext.unwait(self.context.get(key), request_id)
+                    continue
+                self._park(trigger, origin)
+        if staged:
+            log.info("resending recovered score requests", requests=len(staged))
+            await self._send(staged, flush=False)
+
+    async def _plan(self, trigger: Trigger, message: Message | Origin) -> Staged | None:
+        """Plan a trigger into a score request and put it in the user's outbox."""
         key = trigger.user_id.encode()
         context = self.context.get(key)
         if UserContext.was_answered(context, trigger.request_id):
             self.counters.redelivered_triggers += 1
             log.info("trigger already answered", request_id=trigger.request_id, user_id=trigger.user_id)
-            return
+            return None
         try:
             request = plan_score_request(
                 trigger, context, self.lookup, self.graph, self.planner, fresh=self._fresh_items()
             )
         except NoCandidates as exc:
             await self._dead_letter(message, exc.reason, exc.detail)
-            return
-        await self.requests_topic.send(key=SCORE_REQUESTS.key_of(request), value=SCORE_REQUESTS.codec.encode(request))
-        # After the send: a crash in between answers twice (at-least-once), never zero times.
-        try:
-            self.context[key] = UserContext.mark_answered(self.context.get(key), trigger.request_id)
-        except Exception as exc:  # table already stopped (answering at shutdown): the answer stands
-            log.warning("could not record answered trigger", request_id=trigger.request_id, error=repr(exc))
+            if trigger.request_id in UserContext.waiting(context):
+                self.context[key] = UserContext.unwait(context, trigger.request_id)
+            return None
+        data = SCORE_REQUESTS.codec.encode(request)
+        self.context[key] = UserContext.stage(context, trigger.request_id, pack(data))
         self.counters.triggers += 1
-        self.counters.score_requests += 1
         log.debug(
-            "score request sent",
+            "score request planned",
             request_id=request.request_id,
             user_id=request.user_id,
             candidates=len(request.candidates),
             cold_start=request.cold_start,
         )
+        return Staged(key, request.request_id, SCORE_REQUESTS.key_of(request), data)
+
+    async def _send(self, staged: Sequence[Staged], flush: bool = True) -> None:
+        """Flush the changelog (the outbox entries are durable before any request
+        leaves), send, wait for the broker's acknowledgements, then clear the outbox."""
+        if not staged:
+            return
+        if flush:
+            await flush_producer(self.app)
+        futures = [await self.requests_topic.send(key=s.key, value=s.value) for s in staged]
+        await asyncio.gather(*futures)
+        self.counters.score_requests += len(staged)
+        sent: defaultdict[bytes, list[str]] = defaultdict(list)
+        for s in staged:
+            sent[s.user_key].append(s.request_id)
+        for key, request_ids in sent.items():
+            try:
+                self.context[key] = UserContext.confirm(self.context.get(key), request_ids)
+            except Exception as exc:  # table stopped (answering at shutdown): resent after restart
+                log.warning("could not clear the outbox", requests=len(request_ids), error=repr(exc)[:200])
 
     async def _on_catalog(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """Validates catalog records so that a bad one is dead-lettered once, by the worker
@@ -368,6 +536,20 @@ class StreamWorker:
         """Newest catalog items first (the replica keeps first-seen order). A generator: the
         catalog is only walked when recall runs short (cold system)."""
         yield from reversed(list(self.catalog.items))
+
+
+async def flush_producer(app: faust.App) -> None:
+    """Until Faust's send buffer (where table writes wait) is empty and everything handed
+    to the client is acknowledged. (Faust's own flush gives up on a slow buffer after
+    0.1 s.)"""
+    producer = app.producer
+    for _ in range(1000):
+        await producer.flush()
+        if not producer.buffer.size:
+            await asyncio.sleep(0)
+            await producer.flush()  # a record taken from the buffer just before is now handed over
+            return
+    raise RuntimeError("the producer buffer did not drain")
 
 
 def read_to_end(settings: Settings, topic: str, partitions: list[int]) -> dict[bytes, bytes | None]:
