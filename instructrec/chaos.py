@@ -55,6 +55,7 @@ class ChaosOptions:
     rate: float = 600.0  # events/s offered by the replay
     stream_kills: int = 5
     pool_kills: int = 5
+    terms: int = 1  # graceful restarts (SIGTERM under load) of each, timed
     gap_s: tuple[float, float] = (3.0, 9.0)  # random wait before each kill
     down_s: tuple[float, float] = (0.2, 2.0)  # how long a killed process stays down
     settle_timeout_s: float = 300.0  # after the replay, longest wait for every answer
@@ -69,6 +70,9 @@ class Kill:
     target: str
     at_s: float  # since the replay started
     pid: int
+    signal: str = "SIGKILL"
+    exit_code: int | None = None
+    exit_s: float | None = None  # SIGTERM -> exit
 
 
 def run_chaos(base: Settings, options: ChaosOptions) -> dict[str, Any]:
@@ -142,10 +146,13 @@ def run_chaos(base: Settings, options: ChaosOptions) -> dict[str, Any]:
             stop_started = time.monotonic()
             codes = procs.stop(timeout=options.stop_timeout_s)
             stop_s = time.monotonic() - stop_started
+    sigkills = [k for k in kills if k.signal == "SIGKILL"]
+    terms = [k for k in kills if k.signal == "SIGTERM"]
     summary = {
-        "kills": len(kills),
-        "stream_kills": sum(k.target == STREAM for k in kills),
-        "pool_kills": sum(k.target == POOL for k in kills),
+        "kills": len(sigkills),
+        "stream_kills": sum(k.target == STREAM for k in sigkills),
+        "pool_kills": sum(k.target == POOL for k in sigkills),
+        "sigterm_restarts": [{"target": k.target, "exit_code": k.exit_code, "exit_s": k.exit_s} for k in terms],
         "events": options.events,
         "triggers": len(triggers),
         **checks,
@@ -155,7 +162,7 @@ def run_chaos(base: Settings, options: ChaosOptions) -> dict[str, Any]:
         "replay_s": round(replay_s, 1),
         "settle_s": round(settle_s, 1),
         "duration_s": round(time.monotonic() - started, 1),
-        "kill_times_s": [round(k.at_s, 1) for k in kills],
+        "kill_times_s": [round(k.at_s, 1) for k in sigkills],
         "logs": str(work / "logs"),
     }
     return summary
@@ -172,18 +179,29 @@ class _Null:
 def _kill_loop(procs: Processes, options: ChaosOptions, rng: random.Random, t0: float, say: Any) -> list[Kill]:
     """SIGKILL the stream worker and the pool in random order at random moments; each is
     restarted after a random pause (its log continues in the same file)."""
-    order = [STREAM] * options.stream_kills + [POOL] * options.pool_kills
+    order = [(STREAM, "SIGKILL")] * options.stream_kills + [(POOL, "SIGKILL")] * options.pool_kills
+    order += [(STREAM, "SIGTERM"), (POOL, "SIGTERM")] * options.terms
     rng.shuffle(order)
     kills = []
-    for target in order:
+    for target, how in order:
         time.sleep(rng.uniform(*options.gap_s))
         proc = procs.procs[target]
         if proc.poll() is not None:
             raise RuntimeError(f"{target} exited on its own with code {proc.returncode}")
-        os.killpg(proc.pid, signal.SIGKILL)  # the process and any children (pool members)
-        proc.wait()
-        kills.append(Kill(target, time.monotonic() - t0, proc.pid))
-        say(f"chaos: SIGKILL {target} (pid {proc.pid}) at {kills[-1].at_s:.1f}s")
+        at = time.monotonic()
+        if how == "SIGKILL":
+            os.killpg(proc.pid, signal.SIGKILL)  # the process and any children (pool members)
+            proc.wait()
+            kills.append(Kill(target, at - t0, proc.pid))
+        else:
+            proc.send_signal(signal.SIGTERM)  # drain: finish, publish, commit, exit 0
+            try:
+                code = proc.wait(options.stop_timeout_s)
+            except Exception:
+                os.killpg(proc.pid, signal.SIGKILL)
+                code = proc.wait()
+            kills.append(Kill(target, at - t0, proc.pid, how, code, round(time.monotonic() - at, 2)))
+        say(f"chaos: {how} {target} (pid {proc.pid}) at {kills[-1].at_s:.1f}s")
         time.sleep(rng.uniform(*options.down_s))
         procs.start(target, "stream-worker" if target == STREAM else "pool")
     return kills

@@ -198,6 +198,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         rate=args.rate,
         stream_kills=args.kills,
         pool_kills=args.kills,
+        terms=args.terms,
         seed=args.seed,
     )
     summary = run_chaos(settings, options)
@@ -210,6 +211,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         and summary["stuck_waiting"] == 0
         and not any(summary["lag"].values())
         and all(code == 0 for code in summary["exit_codes"].values())
+        and all(t["exit_code"] == 0 for t in summary["sigterm_restarts"])
     )
     return 0 if ok else 1
 
@@ -337,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger-every", type=int, default=24, help="a trigger after every n-th event")
     p.add_argument("--rate", type=float, default=600.0, help="events/s offered")
     p.add_argument("--kills", type=int, default=5, help="SIGKILLs of the stream worker, and as many of the pool")
+    p.add_argument("--terms", type=int, default=1, help="graceful restarts (SIGTERM under load) of each, timed")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_chaos)
 

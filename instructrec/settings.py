@@ -126,6 +126,13 @@ class Settings(BaseSettings):
         default=False, description="Run the re-rank stage on CPU pools too (M forward passes per request)."
     )
 
+    # --- Health -----------------------------------------------------------------------
+    health_host: str = Field(default="127.0.0.1", description="Where pools serve /ready and /health.")
+    pool_health_port: int = Field(
+        default=6067, ge=0, description="Pool member i serves /ready on this port + i (0: not served)."
+    )
+    broker_probe_s: float = Field(default=2.0, gt=0, description="How often workers check that the broker answers.")
+
     # --- Data / logging --------------------------------------------------------------
     data_dir: Path = REPO_ROOT / ".data"
     log_format: Literal["console", "json"] = "console"

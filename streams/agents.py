@@ -37,6 +37,8 @@ import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import Message
 
+from instructrec.failpoints import failpoint
+from instructrec.health import BrokerProbe, Readiness
 from instructrec.logs import get_logger
 from instructrec.settings import Settings
 from model.context import UserContext, items_of
@@ -166,6 +168,7 @@ class StreamWorker:
     pending: dict[str, list[PendingTrigger]] = field(default_factory=dict)
     # Outbox entries and waiting triggers found in recovered partitions, taken up by the timer.
     recovered: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)
+    readiness: Readiness = field(default_factory=lambda: Readiness("broker", "partitions", "catalog"))
 
     def __post_init__(self) -> None:
         s, t = self.settings, self.settings.topics
@@ -206,6 +209,8 @@ class StreamWorker:
         self.app.on_before_shutdown.connect(self._log_counters)
         self.app.on_partitions_assigned.connect(self._log_assignment)
         self.app.task(self._start_catalog)
+        self.app.on_partitions_revoked.connect(self._not_ready_while_rebalancing)
+        self.app.page("/ready/")(self._ready_view)
         self.app.on_before_shutdown.connect(self._stop_catalog)
 
     async def _rebuild_graph(self) -> None:
@@ -214,6 +219,7 @@ class StreamWorker:
         self.graph.rebuild(items_of(UserContext.events(ctx)) for ctx in self.context.values())
         log.info("item graph rebuilt", users=len(self.context), items=len(self.graph.popularity))
         self._collect_unfinished()
+        self.readiness.set("partitions", True, "assigned and recovered")
 
     def _active_changelog_partitions(self) -> set[int]:
         topic = self.context.changelog_topic.get_topic_name()
@@ -412,9 +418,26 @@ class StreamWorker:
 
     async def _start_catalog(self) -> None:
         self.catalog.start()
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(self.settings.confluent_config())
+        self.probe = BrokerProbe(
+            self.readiness, lambda timeout: admin.list_topics(timeout=timeout), self.settings.broker_probe_s, COMPONENT
+        ).start()
+
+    async def _not_ready_while_rebalancing(self, *_args: Any, **_kwargs: Any) -> None:
+        self.readiness.set("partitions", False, "rebalancing")
+
+    async def _ready_view(self, view: Any, request: Any) -> Any:
+        """``GET /ready/`` on the Faust web port: 200 when ready, else 503."""
+        self.readiness.set("catalog", self.catalog.ready.is_set(), f"{len(self.catalog.items)} items")
+        snap = self.readiness.snapshot()
+        return view.json(snap, status=200 if snap["ready"] else 503)
 
     async def _stop_catalog(self, *_args: Any, **_kwargs: Any) -> None:
         self.catalog.stop()
+        if getattr(self, "probe", None) is not None:
+            self.probe.stop.set()
 
     async def _catalog_loaded(self, timeout: float = 120.0) -> None:
         """Triggers are planned against the catalog: wait until this worker has read it."""
@@ -506,8 +529,10 @@ class StreamWorker:
             return
         if flush:
             await flush_producer(self.app)
+            failpoint("stream.after-stage")
         futures = [await self.requests_topic.send(key=s.key, value=s.value) for s in staged]
         await asyncio.gather(*futures)
+        failpoint("stream.after-send")
         self.counters.score_requests += len(staged)
         sent: defaultdict[bytes, list[str]] = defaultdict(list)
         for s in staged:

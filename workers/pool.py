@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from instructrec.failpoints import failpoint
+from instructrec.health import BrokerProbe, Readiness, serve_health
 from instructrec.kafka import consumer_config, make_producer, poll_batch
 from instructrec.logs import configure_logging, get_logger
 from instructrec.settings import Settings
@@ -63,6 +65,7 @@ class ScoringWorker:
         self.pauses = 0
         self.model_lock = threading.Lock()  # one forward pass at a time (scoring or warming)
         self._delivery_errors: list[str] = []
+        self.readiness = Readiness("broker", "model")
 
     def _model_choice(self) -> ModelChoice:
         from model.registry import resolve_model
@@ -137,7 +140,13 @@ class ScoringWorker:
 
     def run(self) -> int:
         s = self.settings
+        health = (
+            serve_health(self.readiness, s.health_host, s.pool_health_port + self.index, f"{COMPONENT}-{self.index}")
+            if s.pool_health_port
+            else None
+        )
         self.load_model()
+        self.readiness.set("model", True, self.choice.version)
         if s.model_poll_s > 0:
             threading.Thread(target=self._watch_models, name="model-watch", daemon=True).start()
         self.batcher: MicroBatcher[ScoreRequest, Outcome] = MicroBatcher(
@@ -156,6 +165,12 @@ class ScoringWorker:
         self.consumer = Consumer(consumer_config(s, s.scoring_group, **{"client.id": f"{COMPONENT}-{self.index}"}))
         self.producer = make_producer(s, **{"client.id": f"{COMPONENT}-{self.index}", "linger.ms": 1})
         self.consumer.subscribe([s.topics.score_requests], on_revoke=self._on_revoke)
+        probe = BrokerProbe(
+            self.readiness,
+            lambda timeout: self.producer.list_topics(timeout=timeout),
+            s.broker_probe_s,
+            f"{COMPONENT}-{self.index}",
+        ).start()
         log.info("scoring pool member started", group=s.scoring_group, topic=s.topics.score_requests, index=self.index)
         paused: list[TopicPartition] = []
         try:
@@ -179,6 +194,9 @@ class ScoringWorker:
                 self._publish_done(wait_all=False)
             self._publish_done(wait_all=True)  # drain: finish what was taken, publish, commit
         finally:
+            probe.stop.set()
+            if health is not None:
+                health.shutdown()
             if warmer is not None:
                 warmer.close()
             self.batcher.close(timeout=30)
@@ -315,6 +333,7 @@ class ScoringWorker:
             errors, self._delivery_errors = self._delivery_errors, []
             # Not committing means the batch is consumed again after a restart/rebalance.
             raise RuntimeError(f"results not acknowledged, offsets not committed: {errors[:3]}")
+        failpoint("pool.after-publish")
         if offsets:
             self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
 

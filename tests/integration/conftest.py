@@ -55,6 +55,7 @@ def make_settings(broker: BrokerInfo, tmp: Path, **overrides: object) -> Setting
         "broker_profile": broker.profile,
         "topic_prefix": f"t{uuid.uuid4().hex[:10]}.",
         "web_port": free_port(),
+        "pool_health_port": free_port(),
         "state_dir": tmp / "state",
         **overrides,
     }
@@ -68,6 +69,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         INSTRUCTREC_BROKER_PROFILE=settings.broker_profile,
         INSTRUCTREC_TOPIC_PREFIX=settings.topic_prefix,
         INSTRUCTREC_WEB_PORT=str(settings.web_port),
+        INSTRUCTREC_POOL_HEALTH_PORT=str(settings.pool_health_port),
         INSTRUCTREC_STATE_DIR=str(settings.state_dir),
         PYTHONUNBUFFERED="1",
         INSTRUCTREC_LOG_LEVEL="DEBUG",  # tests await some of the workers' log lines

@@ -1,0 +1,31 @@
+"""Failpoints: SIGKILL this process at a named point of the delivery path, for tests.
+
+``INSTRUCTREC_FAILPOINTS="stream.after-stage:3,pool.after-publish:1"`` kills the process
+the 3rd time the stream worker has flushed a planned request to its outbox (before
+sending it), or the 1st time a pool has had results acknowledged (before committing
+their offsets). Unset (always, outside tests), a failpoint costs one dict lookup.
+The points: ``stream.after-stage``, ``stream.after-send`` (request acknowledged, outbox
+not yet cleared), ``pool.after-publish``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from instructrec.logs import get_logger
+
+_ARMED: dict[str, int] = {}
+for _part in filter(None, os.environ.get("INSTRUCTREC_FAILPOINTS", "").split(",")):
+    _name, _, _count = _part.partition(":")
+    _ARMED[_name.strip()] = int(_count or 1)
+
+
+def failpoint(name: str) -> None:
+    left = _ARMED.get(name)
+    if left is None:
+        return
+    _ARMED[name] = left - 1
+    if left - 1 <= 0:
+        get_logger(__name__).warning("failpoint hit: SIGKILL", failpoint=name)
+        os.kill(os.getpid(), signal.SIGKILL)

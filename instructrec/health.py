@@ -1,0 +1,127 @@
+"""Readiness: named checks a process sets as it goes, a broker probe, and a small HTTP
+endpoint (``GET /ready`` -> 200 or 503 with the checks as JSON; ``GET /health`` -> 200
+while the process runs).
+
+A worker is ready when the broker answers, and -- by component -- its model is loaded
+(pools) or its partitions are assigned and its table recovered and the catalog read
+(stream workers). While the broker is unreachable the clients keep retrying with
+exponential backoff (librdkafka ``reconnect.backoff.ms`` .. ``reconnect.backoff.max.ms``;
+aiokafka ``retry_backoff_ms``), nothing is committed that was not delivered, and the
+probe logs each transition once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+
+from instructrec.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class Readiness:
+    def __init__(self, *checks: str) -> None:
+        self._lock = threading.Lock()
+        self._checks: dict[str, tuple[bool, str]] = {name: (False, "not yet") for name in checks}
+
+    def set(self, name: str, ok: bool, detail: str = "") -> None:
+        with self._lock:
+            self._checks[name] = (ok, detail)
+
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return all(ok for ok, _ in self._checks.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            checks = {name: {"ok": ok, "detail": detail} for name, (ok, detail) in self._checks.items()}
+        return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
+
+
+class BrokerProbe:
+    """Asks the broker for metadata every ``interval`` s (``list_topics``); sets the
+    ``broker`` check and logs when the broker goes away and when it comes back."""
+
+    def __init__(
+        self, readiness: Readiness, list_topics: Callable[[float], Any], interval: float = 2.0, component: str = ""
+    ) -> None:
+        self.readiness = readiness
+        self.list_topics = list_topics
+        self.interval = interval
+        self.component = component
+        self.stop = threading.Event()
+        self.down_since: float | None = None
+
+    def start(self) -> BrokerProbe:
+        threading.Thread(target=self._run, name="broker-probe", daemon=True).start()
+        return self
+
+    def check(self) -> bool:
+        try:
+            self.list_topics(min(5.0, max(1.0, self.interval)))
+        except Exception as exc:
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                log.warning(
+                    "broker unreachable; not ready, clients retry with backoff",
+                    component=self.component,
+                    error=str(exc)[:200],
+                )
+            self.readiness.set("broker", False, f"unreachable for {time.monotonic() - self.down_since:.0f}s")
+            return False
+        if self.down_since is not None:
+            log.warning(
+                "broker reachable again", component=self.component, down_s=round(time.monotonic() - self.down_since, 1)
+            )
+            self.down_since = None
+        self.readiness.set("broker", True, "reachable")
+        return True
+
+    def _run(self) -> None:
+        while True:
+            self.check()
+            if self.stop.wait(self.interval):
+                return
+
+
+def serve_health(readiness: Readiness, host: str, port: int, component: str) -> ThreadingHTTPServer | None:
+    """Serve ``/ready`` and ``/health`` on a daemon thread; None (and a warning) when the
+    port is taken: health is an aid, never a reason not to run."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") == "/ready":
+                snap = readiness.snapshot()
+                self._reply(200 if snap["ready"] else 503, snap)
+            elif self.path.rstrip("/") == "/health":
+                self._reply(200, {"alive": True, "component": component})
+            else:
+                self._reply(404, {"error": "not found"})
+
+        def _reply(self, status: int, body: dict[str, Any]) -> None:
+            data = orjson.dumps(body)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args: Any) -> None:  # no access log on stderr
+            return
+
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:
+        log.warning("health endpoint not served", component=component, port=port, error=str(exc))
+        return None
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    log.info("health endpoint", component=component, url=f"http://{host}:{server.server_address[1]}/ready")
+    return server
