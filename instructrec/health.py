@@ -91,6 +91,29 @@ class BrokerProbe:
                 return
 
 
+def wait_for_broker(
+    readiness: Readiness,
+    list_topics: Callable[[float], Any],
+    component: str,
+    limit_s: float = 0.0,
+    first_backoff_s: float = 0.5,
+    max_backoff_s: float = 10.0,
+) -> float:
+    """Block until the broker answers a metadata request, retrying with exponential
+    backoff (``first_backoff_s`` doubling to ``max_backoff_s``); not ready meanwhile.
+    ``limit_s`` > 0: give up after that long (TimeoutError). Returns the seconds waited."""
+    probe = BrokerProbe(readiness, list_topics, component=component)
+    started = time.monotonic()
+    backoff = first_backoff_s
+    while not probe.check():
+        waited = time.monotonic() - started
+        if limit_s and waited > limit_s:
+            raise TimeoutError(f"the broker did not answer within {limit_s:.0f}s")
+        time.sleep(backoff)
+        backoff = min(max_backoff_s, backoff * 2)
+    return time.monotonic() - started
+
+
 def serve_health(readiness: Readiness, host: str, port: int, component: str) -> ThreadingHTTPServer | None:
     """Serve ``/ready`` and ``/health`` on a daemon thread; None (and a warning) when the
     port is taken: health is an aid, never a reason not to run."""

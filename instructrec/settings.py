@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     pool_health_port: int = Field(
         default=6067, ge=0, description="Pool member i serves /ready on this port + i (0: not served)."
     )
+    broker_wait_s: float = Field(
+        default=0.0, ge=0, description="At start, longest wait for the broker (0: for ever, not ready meanwhile)."
+    )
     broker_probe_s: float = Field(default=2.0, gt=0, description="How often workers check that the broker answers.")
 
     # --- Data / logging --------------------------------------------------------------

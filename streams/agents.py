@@ -210,7 +210,12 @@ class StreamWorker:
         self.app.on_partitions_assigned.connect(self._log_assignment)
         self.app.task(self._start_catalog)
         self.app.on_partitions_revoked.connect(self._not_ready_while_rebalancing)
-        self.app.page("/ready/")(self._ready_view)
+        worker = self
+
+        async def ready(view: Any, request: Any) -> Any:  # Faust calls it as View.get(self, request)
+            return await worker._ready_view(view, request)
+
+        self.app.page("/ready/")(ready)
         self.app.on_before_shutdown.connect(self._stop_catalog)
 
     async def _rebuild_graph(self) -> None:

@@ -19,8 +19,27 @@ class _Worker(faust.Worker):
         logger.setLevel(level or logging.WARNING)
 
 
+def wait_for_broker_first(settings: Settings) -> None:
+    """Faust gives up at once when it cannot bootstrap; wait here instead, serving
+    ``/ready/`` (503) on the web port meanwhile (Faust's own server takes it over)."""
+    from confluent_kafka.admin import AdminClient
+
+    from instructrec.health import Readiness, serve_health, wait_for_broker
+
+    admin = AdminClient(settings.confluent_config())
+    readiness = Readiness("broker", "partitions", "catalog")
+    server = serve_health(readiness, settings.web_host, settings.web_port, "stream-worker")
+    try:
+        wait_for_broker(readiness, lambda t: admin.list_topics(timeout=t), "stream-worker", settings.broker_wait_s)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
 def run_stream_worker(settings: Settings) -> int:
     configure_logging(settings.log_format, settings.log_level, component="stream-worker")
+    wait_for_broker_first(settings)
     worker_state = build_worker(settings)
     get_logger(__name__).info(
         "stream worker starting",
