@@ -311,7 +311,7 @@ def check_context(settings: Settings) -> dict[str, Any]:
     for msgs in read_topic(settings, settings.topics.events).values():
         for msg in msgs:
             try:
-                events = decode_events(msg.value())
+                events = decode_events(msg.value(), settings.max_message_bytes, settings.max_events_per_message)
                 check_not_future((e.ts for e in events), time.time(), skew)
             except DecodeError:
                 continue

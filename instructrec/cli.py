@@ -8,6 +8,7 @@ broker when it is unset.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import uuid
@@ -42,13 +43,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary.get("unanswered", 1) == 0 else 1
 
 
+def _stop_quietly_until_serving() -> None:
+    """SIGTERM/SIGINT while a worker starts (imports, model load, waiting for the broker):
+    nothing has been taken yet, so exit 0 at once. The worker installs its draining
+    handlers when it begins to consume."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
 def cmd_stream_worker(args: argparse.Namespace) -> int:
+    _stop_quietly_until_serving()
     from streams.worker import run_stream_worker
 
     return run_stream_worker(_settings())
 
 
 def cmd_pool(args: argparse.Namespace) -> int:
+    _stop_quietly_until_serving()
     from workers.pool import run_pool
 
     overrides = {}

@@ -46,18 +46,43 @@ class Readiness:
 
 
 class BrokerProbe:
-    """Asks the broker for metadata every ``interval`` s (``list_topics``); sets the
-    ``broker`` check and logs when the broker goes away and when it comes back."""
+    """Asks the broker for metadata (``list_topics``) every ``interval`` s; sets the
+    ``broker`` check and logs when the broker goes away and when it comes back.
+
+    ``passive``: probe only after ``suspect()`` (a client's error callback saw the broker
+    go), until it answers again -- no extra requests while all is well. (On the embedded
+    broker, a metadata request for every topic every 2 s from each worker, during
+    restarts, was followed by Tansu no longer answering produce requests; passive
+    probing avoids the load altogether.)"""
 
     def __init__(
-        self, readiness: Readiness, list_topics: Callable[[float], Any], interval: float = 2.0, component: str = ""
+        self,
+        readiness: Readiness,
+        list_topics: Callable[[float], Any],
+        interval: float = 2.0,
+        component: str = "",
+        passive: bool = False,
     ) -> None:
         self.readiness = readiness
         self.list_topics = list_topics
         self.interval = interval
         self.component = component
+        self.passive = passive
         self.stop = threading.Event()
         self.down_since: float | None = None
+        self._suspect = threading.Event()
+
+    def suspect(self, reason: str = "") -> None:
+        """A client reported a broker-level error: mark not ready and probe until it answers."""
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning(
+                "broker unreachable; not ready, clients retry with backoff",
+                component=self.component,
+                error=reason[:200],
+            )
+        self.readiness.set("broker", False, "unreachable")
+        self._suspect.set()
 
     def start(self) -> BrokerProbe:
         threading.Thread(target=self._run, name="broker-probe", daemon=True).start()
@@ -85,8 +110,12 @@ class BrokerProbe:
         return True
 
     def _run(self) -> None:
-        while True:
-            self.check()
+        while not self.stop.is_set():
+            if self.passive and not self._suspect.is_set():
+                self._suspect.wait(self.interval)
+                continue
+            if self.check():
+                self._suspect.clear()
             if self.stop.wait(self.interval):
                 return
 

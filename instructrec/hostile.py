@@ -1,4 +1,5 @@
-"""A hostile corpus: more than a thousand bad or odd messages for every input topic.
+"""A hostile corpus: more than a thousand bad messages, and some odd but legitimate ones,
+for the four input topics (events, triggers, catalog, score-requests).
 
 Each entry says which topic it goes to, its key and value bytes, what kind of hostility
 it is, and what the running system must do with it: dead-letter it with one of the
@@ -7,10 +8,10 @@ the input is legitimate however odd (an event for an item not yet in the catalog
 trigger of a brand-new user, an intention that tries to steer the ranker) -- handle it
 as the README documents (``HANDLED``). Entries may accept both.
 
-Deterministic: the same ``seed`` and ``run_id`` give the same bytes. ``run_id`` only
-goes into the ids of entries that must be answered, so runs against the same topics do
-not collide. ``send_corpus`` produces it; ``match_dead_letters`` pairs dead letters with
-the entries they came from (by source topic, partition and offset).
+Deterministic: the same ``seed`` and ``run_id`` give the same bytes. ``run_id`` goes into
+the generated user, request and item ids, so runs against the same topics do not collide.
+``send_corpus`` produces it; ``match_dead_letters`` pairs dead letters with the entries
+they came from (by source topic, partition and offset).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ HANDLED = "handled"
 # Above the codecs' 1,000,000-byte limit; the producer must be allowed to send them.
 OVERSIZED_BYTES = 1_200_000
 PRODUCER_MAX_BYTES = 16_000_000
-# Catalog items at their size limits re-ranked together: about 5.2 KB each in a score request.
-AMPLIFY_ITEMS = 240
+# Catalog items with long ids and titles re-ranked together (as many as a trigger may list):
+# about 1.25 KB each in a score request even with texts cut to what the model reads.
+AMPLIFY_ITEMS = 1000
 # ml-100k's first item ids: the catalog ids re-rank entries rely on.
 DEFAULT_KNOWN_ITEMS: tuple[str, ...] = tuple(str(n) for n in range(1, 201))
 # A timestamp that is in the past for any clock this corpus will meet (2023-11-14).
@@ -117,6 +119,7 @@ class _Builder:
     def reject(
         self, kind: Kind, value: bytes | None, category: str, *reasons: str, key: Any = ..., note: str = ""
     ) -> None:
+        """``key``: the message key; left out, a marker that names the entry."""
         k = self.marker() if key is ... else key
         self.entries.append(HostileMessage(kind, k, value, category, frozenset(reasons), note))
 
@@ -314,19 +317,26 @@ def _not_json(b: _Builder) -> None:
         for value in fixed:
             b.reject(kind, value, "not-json", "invalid-json")
         good = _dumps(b.valid(kind))
-        for _ in range(10):  # a valid record cut short
-            b.reject(kind, good[: b.rng.randrange(1, len(good) - 1)], "not-json", "invalid-json")
-        for _ in range(10):  # printable noise that is no JSON document
+        for cut in sorted(b.rng.sample(range(1, len(good) - 1), 30)):  # a valid record cut short
+            b.reject(kind, good[:cut], "not-json", "invalid-json")
+        for _ in range(30):  # printable noise that is no JSON document
             noise = "".join(b.rng.choice(string.ascii_letters + " {}[]:,") for _ in range(b.rng.randrange(5, 200)))
             b.reject(kind, ("~" + noise).encode(), "not-json", "invalid-json")
 
 
 def _invalid_utf8(b: _Builder) -> None:
+    fields: dict[Kind, tuple[str, str]] = {
+        "events": ("user_id", "item_id"),
+        "triggers": ("user_id", "intention"),
+        "catalog": ("title", "text"),
+        "score-requests": ("user_id", "instruction"),
+    }
     for kind in KINDS:
-        for seq in _INVALID_UTF8:
-            doc = _dumps(b.valid(kind, user_id="x@@BAD@@y") if kind != "catalog" else b.valid(kind, title="x@@BAD@@y"))
-            b.reject(kind, doc.replace(b"@@BAD@@", seq), "invalid-utf8", "invalid-json")
-        for _ in range(10):  # random bytes, high bit set from the first byte on
+        for name in fields[kind]:
+            for seq in _INVALID_UTF8:
+                doc = _dumps(b.valid(kind, **{name: "x@@BAD@@y"}))
+                b.reject(kind, doc.replace(b"@@BAD@@", seq), "invalid-utf8", "invalid-json", note=name)
+        for _ in range(20):  # random bytes, high bit set from the first byte on
             noise = bytes([0xFF] + [b.rng.randrange(0x80, 0x100) for _ in range(b.rng.randrange(8, 256))])
             b.reject(kind, noise, "invalid-utf8", "invalid-json")
 
@@ -498,7 +508,8 @@ def _timestamps(b: _Builder) -> None:
             note="one future event in an array",
         )
     # Beyond 64 bits: the parser reads it as a float.
-    for kind, name in (("events", "ts"), ("triggers", "ts"), ("triggers", "after_ts")):
+    beyond: tuple[tuple[Kind, str], ...] = (("events", "ts"), ("triggers", "ts"), ("triggers", "after_ts"))
+    for kind, name in beyond:
         b.reject(kind, _spoil_field(b, kind, name, b"1" + b"0" * 30), "far-future-ts", "future-timestamp")
     # The pool takes score requests from the stream worker and checks no clocks: a far-future
     # timestamp there only skews the reported timings.
@@ -620,11 +631,11 @@ def _injections(b: _Builder) -> None:
 def _event_arrays(b: _Builder) -> None:
     for n in range(15):
         users = [f"array-user-{m}" for m in range(2 + n)]
-        events = [b.event(user_id=users[m % len(users)], item_id=str(m), ts=PAST_TS + m) for m in range(2 + n * 3)]
-        b.reject("events", _dumps(events), "event-arrays", "mixed-users")
+        mixed = [b.event(user_id=users[m % len(users)], item_id=str(m), ts=PAST_TS + m) for m in range(2 + n * 3)]
+        b.reject("events", _dumps(mixed), "event-arrays", "mixed-users")
     for n in range(10):
-        events: list[Any] = [b.event(ts=PAST_TS + m) for m in range(5)]
-        events[n % 5] = [
+        spoilt: list[Any] = [b.event(ts=PAST_TS + m) for m in range(5)]
+        spoilt[n % 5] = [
             {"user_id": 1},
             {},
             "x",
@@ -636,7 +647,7 @@ def _event_arrays(b: _Builder) -> None:
             [b.event()],
             b.event(ts="NaN-ish"),
         ][n]
-        b.reject("events", _dumps(events), "event-arrays", "invalid-record", note="one bad event")
+        b.reject("events", _dumps(spoilt), "event-arrays", "invalid-record", note="one bad event")
     b.reject(
         "events",
         _dumps([b.event(ts=PAST_TS + m, item_id=f"x{m}") for m in range(10_001)]),
@@ -648,34 +659,39 @@ def _event_arrays(b: _Builder) -> None:
     b.handle("events", user.encode(), _dumps(events), "event-arrays", note="10,000 events of one new user")
 
 
+def _big_id(b: _Builder, n: int) -> str:
+    return f"big-{b.run_id}-{n}-".ljust(120, "b")
+
+
 def _amplification_catalog(b: _Builder) -> None:
-    """Valid catalog items at their size limits (sent first, so that every worker has read
-    them when ``_amplification`` re-ranks them)."""
+    """Valid catalog items with long ids, titles and texts (sent first, so that every worker
+    has read them when ``_amplification`` re-ranks them)."""
     for n in range(AMPLIFY_ITEMS):
-        item = b.item(item_id=f"big-{b.run_id}-{n}", title=f"{n} " + "T" * 500, text="x" * 4096)
-        b.handle("catalog", item["item_id"].encode(), _dumps(item), "amplification", note="item at its size limits")
+        item = b.item(item_id=_big_id(b, n), title=f"{n} " + "T" * 505, text="x" * 600)
+        b.handle("catalog", item["item_id"].encode(), _dumps(item), "amplification", note="long id, title and text")
 
 
 def _amplification(b: _Builder) -> None:
     """Valid inputs whose outputs grow: the big items re-ranked together make a score
-    request larger than a message may be; a score request with a long instruction and
-    intention makes a result larger than a message may be. Either is answered, or
+    request larger than a message may be; a score request whose one history item has a long
+    title makes a result larger than a message may be. Either is answered, or
     dead-lettered with a reason -- never a crash."""
-    ids = [f"big-{b.run_id}-{n}" for n in range(AMPLIFY_ITEMS)]
+    ids = [_big_id(b, n) for n in range(AMPLIFY_ITEMS)]
     user = b.uid("new")
     b.handle(
         "triggers",
         user.encode(),
         _dumps(b.trigger(user_id=user, candidates=ids, k=100)),
         "amplification",
-        "too-large",
-        "score-request-too-large",
+        "request-too-large",
         note="score request > 1 MB",
     )
+    # The explanation quotes the nearest history item once for each of the top 3.
+    history = [{"item_id": "h", "title": "H" * 400_000, "text": "h", "event_type": "click", "ts": PAST_TS}]
     b.handle(
         "score-requests",
         b"hostile-user",
-        _dumps(b.request(instruction="i" * 400_000, intention="w" * 400_000)),
+        _dumps(b.request(history=history)),
         "amplification",
         "too-large",
         "result-too-large",

@@ -37,6 +37,8 @@ def consumer_config(settings: Settings, group: str, **overrides: Any) -> dict[st
         "session.timeout.ms": int(settings.session_timeout * 1000),
         "heartbeat.interval.ms": max(500, int(settings.session_timeout * 1000 / 6)),
         "fetch.wait.max.ms": settings.client_fetch_max_wait_ms,
+        # librdkafka's rebalance timeout is max.poll.interval.ms (see Settings.rebalance_timeout_s)
+        "max.poll.interval.ms": int(settings.rebalance_timeout_s * 1000),
     }
     conf.update(overrides)
     return conf

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     ssl_cafile: str | None = _kafka("SSL_CAFILE")
     ssl_certfile: str | None = _kafka("SSL_CERTFILE")
     ssl_keyfile: str | None = _kafka("SSL_KEYFILE")
+    ssl_key_password: SecretStr | None = _kafka("SSL_KEY_PASSWORD")
     broker_profile: Literal["kafka", "embedded"] = Field(
         default="kafka",
         description="'embedded' applies the Tansu work-arounds; set by the CLI when it starts Tansu.",
@@ -58,7 +59,11 @@ class Settings(BaseSettings):
     seen_limit: int = Field(default=1000, ge=1, description="Distinct seen items kept per user for exclusion.")
     history_in_instruction: int = Field(default=5, ge=1, le=50)
     recall_size: int = Field(default=100, ge=1, le=5000)
-    max_trigger_candidates: int = Field(default=1000, ge=1)
+    max_trigger_candidates: int = Field(default=1000, ge=1, description="Explicit candidates per trigger, at most.")
+    max_message_bytes: int = Field(
+        default=1_000_000, ge=1024, description="Larger messages are dead-lettered (too-large) without parsing."
+    )
+    max_events_per_message: int = Field(default=10_000, ge=1, description="Events in one event-array message.")
     intention_max_chars: int = Field(default=300, ge=0)
     max_future_skew_s: float = Field(
         default=86_400.0, ge=0, description="Events/triggers dated further ahead are dead-lettered (0: no check)."
@@ -134,7 +139,9 @@ class Settings(BaseSettings):
     broker_wait_s: float = Field(
         default=0.0, ge=0, description="At start, longest wait for the broker (0: for ever, not ready meanwhile)."
     )
-    broker_probe_s: float = Field(default=2.0, gt=0, description="How often workers check that the broker answers.")
+    broker_probe_s: float = Field(
+        default=5.0, gt=0, description="How often stream workers (pools: only after a client error) ask the broker."
+    )
 
     # --- Data / logging --------------------------------------------------------------
     data_dir: Path = REPO_ROOT / ".data"
@@ -159,6 +166,15 @@ class Settings(BaseSettings):
         if self.session_timeout_s is not None:
             return self.session_timeout_s
         return 6.0 if self.embedded else 30.0
+
+    @property
+    def rebalance_timeout_s(self) -> float:
+        """How long a rebalance waits for the group's members to rejoin. Tansu does not
+        expire a SIGKILLed member's session during a rebalance: it waits this long for it
+        (measured: a new member got its partitions after 11 s with 12 s, never within 60 s
+        with librdkafka's 300 s default). A real broker removes the dead member at session
+        expiry, so there the clients' defaults stay."""
+        return 3 * self.session_timeout if self.embedded else 300.0
 
     @property
     def fetch_max_wait_ms(self) -> int:
@@ -206,8 +222,10 @@ class Settings(BaseSettings):
             conf["ssl.certificate.location"] = self.ssl_certfile
         if self.ssl_keyfile:
             conf["ssl.key.location"] = self.ssl_keyfile
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
         return conf
 
     def safe_summary(self) -> dict[str, Any]:
         """What may be logged: everything but secrets."""
-        return self.model_dump(mode="json", exclude={"sasl_password"})
+        return self.model_dump(mode="json", exclude={"sasl_password", "ssl_key_password"})

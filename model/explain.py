@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+QUOTE_MAX_CHARS = 120
+
 
 def _quote(title: str) -> str:
+    """A title or intention as quoted in an explanation, cut to QUOTE_MAX_CHARS."""
+    if len(title) > QUOTE_MAX_CHARS:
+        title = title[: QUOTE_MAX_CHARS - 1].rstrip() + "…"
     return f"“{title}”"
 
 

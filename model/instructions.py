@@ -71,8 +71,12 @@ def clean_intention(text: str | None, max_chars: int) -> str | None:
     (``guard_intention``), cap the length."""
     if not text:
         return None
-    text = unicodedata.normalize("NFKC", text)
+    # Work on a bounded prefix: a 1 MB "intention" costs no more than a long one.
+    text = unicodedata.normalize("NFKC", text[: max(0, max_chars) * 4 + 256])
     text = _CONTROL.sub(" ", text)
+    # Every other format character (soft hyphen, tag characters, ...) goes too: a
+    # tokenizer drops them silently, so "ig\u00adnore" would read as "ignore" past the guard.
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
     text = _SPACE.sub(" ", text).strip()
     text = guard_intention(text)
     if not text or max_chars <= 0:

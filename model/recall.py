@@ -149,13 +149,20 @@ class ItemGraph:
             if is_known(item):
                 out.append(Recalled(item, "cooccurrence", float(score)))
                 taken.add(item)
-        for item, count in self.most_popular(limit + len(exclude) + len(taken)):
-            if len(out) >= limit:
-                break
-            if item in exclude or item in taken or not is_known(item):
-                continue
-            out.append(Recalled(item, "popular", float(count)))
-            taken.add(item)
+        window = limit + len(exclude) + len(taken)
+        looked = 0
+        while len(out) < limit and looked < len(self.popularity):
+            # Items not in the catalog do not count: widen the window until it is filled.
+            popular = self.most_popular(window)
+            for item, count in popular[looked:]:
+                if len(out) >= limit:
+                    break
+                if item in exclude or item in taken or not is_known(item):
+                    continue
+                out.append(Recalled(item, "popular", float(count)))
+                taken.add(item)
+            looked = len(popular)
+            window *= 2
         for item in fresh:
             if len(out) >= limit:
                 break

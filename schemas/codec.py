@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections.abc import Iterable
 from typing import Generic, TypeVar
@@ -39,11 +40,13 @@ class JsonCodec(Generic[R]):
     def encode(self, record: R) -> bytes:
         return orjson.dumps(record.model_dump(mode="json"))
 
-    def decode(self, data: bytes | None) -> R:
+    def decode(self, data: bytes | None, max_bytes: int | None = None) -> R:
+        """``max_bytes``: this call's size limit (default: the codec's)."""
+        limit = self.max_bytes if max_bytes is None else max_bytes
         if data is None:
             raise DecodeError("empty-value", "the message has no value (tombstone)")
-        if len(data) > self.max_bytes:
-            raise DecodeError("too-large", f"{len(data)} bytes > limit {self.max_bytes}")
+        if len(data) > limit:
+            raise DecodeError("too-large", f"{len(data)} bytes > limit {limit}")
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -71,7 +74,9 @@ def check_not_future(timestamps: Iterable[float | None], now: float, max_skew_s:
             raise DecodeError("future-timestamp", f"ts {ts:.0f} is more than {max_skew_s:.0f} s after now ({now:.0f})")
 
 
-def decode_events(data: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Event]:
+def decode_events(
+    data: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES, max_events: int = MAX_EVENTS_PER_MESSAGE
+) -> list[Event]:
     """An events-topic value: one event object, or an array of events of one user (the
     message key), so producers can share the per-message cost across many events."""
     if data is None:
@@ -89,8 +94,8 @@ def decode_events(data: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> lis
             raise DecodeError("not-an-object", f"expected an event object or an array, got {type(obj).__name__}")
         if not obj:
             raise DecodeError("empty-batch", "an event array needs at least one event")
-        if len(obj) > MAX_EVENTS_PER_MESSAGE:
-            raise DecodeError("too-many-events", f"{len(obj)} events > limit {MAX_EVENTS_PER_MESSAGE}")
+        if len(obj) > max_events:
+            raise DecodeError("too-many-events", f"{len(obj)} events > limit {max_events}")
         events = _EVENT_LIST.validate_python(obj)
     except ValidationError as exc:
         raise DecodeError("invalid-record", _describe(exc)) from None
@@ -98,6 +103,11 @@ def decode_events(data: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> lis
     if len(users) > 1:
         raise DecodeError("mixed-users", f"an event array must hold one user's events (the key); got {len(users)}")
     return events
+
+
+# A dead letter must itself fit in a Kafka message (base64 adds a third): a rejected value
+# longer than this keeps its first DEAD_LETTER_VALUE_MAX bytes, its length and its digest.
+DEAD_LETTER_VALUE_MAX = 256 * 1024
 
 
 def dead_letter(
@@ -112,14 +122,21 @@ def dead_letter(
     component: str,
     timestamp_ms: int | None = None,
 ) -> DeadLetter:
-    """Wrap a rejected message with where it came from and why, keeping its bytes."""
+    """Wrap a rejected message with where it came from and why, keeping its bytes (the
+    first ``DEAD_LETTER_VALUE_MAX`` of a longer value, with its length and SHA-256)."""
+    raw = value or b""
+    truncated = len(raw) > DEAD_LETTER_VALUE_MAX
+    kept = raw[:DEAD_LETTER_VALUE_MAX] if truncated else raw
     return DeadLetter(
         source_topic=topic,
         source_partition=partition,
         source_offset=offset,
         source_timestamp_ms=timestamp_ms,
-        key_b64=base64.b64encode(key).decode("ascii") if key is not None else None,
-        value_b64=base64.b64encode(value or b"").decode("ascii"),
+        key_b64=base64.b64encode(key[:DEAD_LETTER_VALUE_MAX]).decode("ascii") if key is not None else None,
+        value_b64=base64.b64encode(kept).decode("ascii"),
+        value_bytes=len(raw),
+        value_truncated=truncated,
+        value_sha256=hashlib.sha256(raw).hexdigest() if truncated else None,
         reason=reason,
         detail=detail[:1000],
         component=component,

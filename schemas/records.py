@@ -106,8 +106,8 @@ class Candidate(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     item_id: Id
-    text: str
-    title: str
+    text: Annotated[str, Field(max_length=8192)]
+    title: Annotated[str, Field(max_length=512)]
     source: Source
     cooc: float = Field(
         default=0.0, ge=0, description="Co-occurrence with the user's latest items (recency-weighted count)."
@@ -125,8 +125,8 @@ class HistoryItem(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     item_id: Id
-    title: str
-    text: str
+    title: Annotated[str, Field(max_length=512)]
+    text: Annotated[str, Field(max_length=8192)]
     event_type: Literal["click", "view"]
     ts: float
 
@@ -137,13 +137,13 @@ class ScoreRequest(Record):
     request_id: Id
     user_id: Id
     k: int = Field(ge=1, le=100)
-    instruction: str
-    template: str
+    instruction: Annotated[str, Field(max_length=20_000)]
+    template: Annotated[str, Field(max_length=128)]
     task: Literal["recommend", "rerank"]
-    intention: str | None = None
+    intention: Annotated[str, Field(max_length=2000)] | None = None
     cold_start: bool
-    history: list[HistoryItem] = Field(description="Most recent first.")
-    candidates: list[Candidate] = Field(min_length=1)
+    history: list[HistoryItem] = Field(description="Most recent first.", max_length=100)
+    candidates: list[Candidate] = Field(min_length=1, max_length=5000)
     trigger_ts: Timestamp
     request_ts: Timestamp
 
@@ -218,7 +218,13 @@ class DeadLetter(Record):
     source_offset: int
     source_timestamp_ms: int | None = None
     key_b64: str | None
-    value_b64: str
+    value_b64: str = Field(
+        description="The original value (base64); only its first bytes when ``value_truncated`` (the whole message "
+        "stays at source_topic/partition/offset)."
+    )
+    value_bytes: int | None = Field(default=None, description="Length of the original value in bytes.")
+    value_truncated: bool = False
+    value_sha256: str | None = Field(default=None, description="Hex SHA-256 of the whole original value.")
     reason: str = Field(description="Stable machine-readable reason, e.g. 'invalid-json'.")
     detail: str = Field(description="Human-readable explanation of what was wrong.")
     component: str = Field(description="Which process rejected it, e.g. 'stream-worker'.")

@@ -53,6 +53,7 @@ from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_sc
 
 log = get_logger(__name__)
 COMPONENT = "stream-worker"
+DEAD_LETTER_KEY_MAX = 1024
 
 
 class RawSchema(faust.Schema):
@@ -294,7 +295,11 @@ class StreamWorker:
             reason=reason,
             detail=detail[:200],
         )
-        await self.dead_topic.send(key=message.key, value=DEAD_LETTERS.codec.encode(record))
+        key = message.key[:DEAD_LETTER_KEY_MAX] if message.key is not None else None
+        try:
+            await self.dead_topic.send(key=key, value=DEAD_LETTERS.codec.encode(record))
+        except Exception as exc:  # never let one bad message take the agent (and its batch) down
+            log.error("dead letter could not be written", reason=reason, offset=message.offset, error=repr(exc))
 
     async def _on_activity(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         s = self.settings
@@ -324,7 +329,9 @@ class StreamWorker:
         by_user: defaultdict[str, list[tuple[str, str, float]]] = defaultdict(list)
         for message in messages:
             try:
-                records = decode_events(message.value)
+                records = decode_events(
+                    message.value, self.settings.max_message_bytes, self.settings.max_events_per_message
+                )
                 check_not_future((r.ts for r in records), time.time(), self.settings.max_future_skew_s or None)
             except DecodeError as exc:
                 await self._dead_letter(message, exc.reason, exc.detail)
@@ -350,7 +357,7 @@ class StreamWorker:
         """Dead-letter, park (waiting for its event) or plan a trigger; a planned request
         is returned for ``_send``."""
         try:
-            trigger: Trigger = TRIGGERS.codec.decode(message.value)
+            trigger: Trigger = TRIGGERS.codec.decode(message.value, self.settings.max_message_bytes)
             check_not_future((trigger.ts, trigger.after_ts), time.time(), self.settings.max_future_skew_s or None)
             if trigger.candidates is not None and len(trigger.candidates) > self.settings.max_trigger_candidates:
                 raise DecodeError(
@@ -427,7 +434,11 @@ class StreamWorker:
 
         admin = AdminClient(self.settings.confluent_config())
         self.probe = BrokerProbe(
-            self.readiness, lambda timeout: admin.list_topics(timeout=timeout), self.settings.broker_probe_s, COMPONENT
+            self.readiness,
+            # one existing topic's metadata, not every topic's: cheap for any broker
+            lambda timeout: admin.list_topics(topic=self.settings.topics.triggers, timeout=timeout),
+            self.settings.broker_probe_s,
+            COMPONENT,
         ).start()
 
     async def _not_ready_while_rebalancing(self, *_args: Any, **_kwargs: Any) -> None:
@@ -515,7 +526,23 @@ class StreamWorker:
             if trigger.request_id in UserContext.waiting(context):
                 self.context[key] = UserContext.unwait(context, trigger.request_id)
             return None
+        except Exception as exc:  # a bug meeting odd input: that trigger is dead-lettered, the worker goes on
+            log.exception("planning failed", request_id=trigger.request_id)
+            await self._dead_letter(message, "processing-failed", f"{type(exc).__name__}: {exc}")
+            if trigger.request_id in UserContext.waiting(context):
+                self.context[key] = UserContext.unwait(context, trigger.request_id)
+            return None
         data = SCORE_REQUESTS.codec.encode(request)
+        if len(data) > self.settings.max_message_bytes:  # the pools would reject it: say so here
+            await self._dead_letter(
+                message,
+                "request-too-large",
+                f"the planned score request is {len(data)} bytes > limit {self.settings.max_message_bytes} "
+                f"({len(request.candidates)} candidates); send fewer candidates",
+            )
+            if trigger.request_id in UserContext.waiting(context):
+                self.context[key] = UserContext.unwait(context, trigger.request_id)
+            return None
         self.context[key] = UserContext.stage(context, trigger.request_id, pack(data))
         self.counters.triggers += 1
         log.debug(
@@ -555,7 +582,7 @@ class StreamWorker:
         async for event in stream.events():
             message = event.message
             try:
-                codec.decode(message.value)
+                codec.decode(message.value, self.settings.max_message_bytes)
             except DecodeError as exc:
                 await self._dead_letter(message, exc.reason, exc.detail)
                 continue

@@ -1,7 +1,8 @@
 """The Faust application: settings mapping and the embedded-broker work-arounds.
 
 Embedded profile only (Tansu): a short consumer session (Tansu answers JoinGroup after
-half the session timeout), a short fetch wait (Tansu does not answer a long-poll fetch
+half the session timeout), a short rebalance timeout (Tansu waits that long for a killed
+member instead of expiring its session), a short fetch wait (Tansu does not answer a long-poll fetch
 early, so the wait *is* the latency), one record per produced batch and no recovery
 consistency check (Tansu's high watermark counts batches, not records). Against a real
 Kafka cluster none of these apply.
@@ -113,7 +114,8 @@ def _credentials(settings: Settings) -> Any:
     if settings.security_protocol in ("SSL", "SASL_SSL"):
         context = ssl.create_default_context(cafile=settings.ssl_cafile)
         if settings.ssl_certfile:
-            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+            key_password = settings.ssl_key_password.get_secret_value() if settings.ssl_key_password else None
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile, key_password)
     if settings.security_protocol.startswith("SASL"):
         password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
         return faust.SASLCredentials(
@@ -140,6 +142,7 @@ def create_app(settings: Settings) -> StreamApp:
         topic_replication_factor=settings.replication_factor,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=max(0.5, settings.session_timeout / 6),
+        broker_rebalance_timeout=settings.rebalance_timeout_s if settings.embedded else 60.0,
         consumer_auto_offset_reset="earliest",
         recovery_consistency_check=not settings.embedded,
         producer_acks=-1,

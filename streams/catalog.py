@@ -48,7 +48,7 @@ class CatalogReplica:
     def apply(self, value: bytes | None) -> bool:
         """One catalog record; False (and nothing changes) if it does not decode."""
         try:
-            item: CatalogItem = CATALOG.codec.decode(value)
+            item: CatalogItem = CATALOG.codec.decode(value, self.settings.max_message_bytes)
         except DecodeError:
             return False
         if self.items.get(item.item_id) != item:

@@ -28,6 +28,9 @@ class PlannerConfig:
     noun: str = "movie"
     template_seed: int = 0
     templates: tuple[Template, ...] = TEMPLATES
+    # The model reads at most max_seq_length (128) tokens of an item: longer catalog texts
+    # are cut here, so a request of many long (or CJK) items stays a bounded message.
+    text_max_chars: int = 512
 
 
 class NoCandidates(Exception):
@@ -55,7 +58,13 @@ def plan_score_request(
         item = lookup(item_id)
         if item is not None:  # an item not (yet) in the catalog has no text to show
             history.append(
-                HistoryItem(item_id=item_id, title=item.title, text=item.scoring_text(), event_type=event_type, ts=ts)
+                HistoryItem(
+                    item_id=item_id,
+                    title=item.title,
+                    text=item.scoring_text()[: config.text_max_chars],
+                    event_type=event_type,
+                    ts=ts,
+                )
             )
     cold_start = not events
 
@@ -92,7 +101,7 @@ def plan_score_request(
         Candidate(
             item_id=item_id,
             title=item.title,
-            text=item.scoring_text(),
+            text=item.scoring_text()[: config.text_max_chars],
             source=source,
             cooc=e.cooc,
             cooc_long=e.cooc_long,

@@ -6,7 +6,7 @@ import logging
 
 import faust
 
-from instructrec.logs import configure_logging, get_logger
+from instructrec.logs import DEFAULT_MAX_CHARS, TruncatingFilter, configure_logging, get_logger
 from instructrec.settings import Settings
 from streams.agents import build_worker
 
@@ -17,6 +17,8 @@ class _Worker(faust.Worker):
         # debug() call (aiokafka logs several per produced record) builds a LogRecord
         # that the handler then drops: ~6 % of a busy worker's CPU. No spinner here.
         logger.setLevel(level or logging.WARNING)
+        for handler in logger.handlers:
+            handler.addFilter(TruncatingFilter(DEFAULT_MAX_CHARS * 5))
 
 
 def wait_for_broker_first(settings: Settings) -> None:

@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from instructrec.failpoints import failpoint
 from instructrec.health import BrokerProbe, Readiness, serve_health
@@ -65,7 +65,7 @@ class ScoringWorker:
         self.pauses = 0
         self.model_lock = threading.Lock()  # one forward pass at a time (scoring or warming)
         self._delivery_errors: list[str] = []
-        self.readiness = Readiness("broker", "model")
+        self.readiness = Readiness("broker", "model", "partitions")
 
     def _model_choice(self) -> ModelChoice:
         from model.registry import resolve_model
@@ -162,15 +162,25 @@ class ScoringWorker:
             from workers.warmer import CatalogWarmer
 
             warmer = CatalogWarmer(s, lambda: self.active[0], self.model_lock, lambda: not self.inflight).start()
-        self.consumer = Consumer(consumer_config(s, s.scoring_group, **{"client.id": f"{COMPONENT}-{self.index}"}))
-        self.producer = make_producer(s, **{"client.id": f"{COMPONENT}-{self.index}", "linger.ms": 1})
-        self.consumer.subscribe([s.topics.score_requests], on_revoke=self._on_revoke)
         probe = BrokerProbe(
             self.readiness,
             lambda timeout: self.producer.list_topics(timeout=timeout),
             s.broker_probe_s,
             f"{COMPONENT}-{self.index}",
-        ).start()
+            passive=True,
+        )
+        self.readiness.set("broker", True, "reachable")  # until a client says otherwise
+
+        def on_error(err: KafkaError) -> None:
+            if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+                probe.suspect(str(err))
+
+        client_id = {"client.id": f"{COMPONENT}-{self.index}", "error_cb": on_error}
+        self.consumer = Consumer(consumer_config(s, s.scoring_group, **client_id))
+        self.producer = make_producer(s, **client_id, **{"linger.ms": 1})
+        self.assigned_once = False
+        self.consumer.subscribe([s.topics.score_requests], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        probe.start()
         log.info("scoring pool member started", group=s.scoring_group, topic=s.topics.score_requests, index=self.index)
         paused: list[TopicPartition] = []
         try:
@@ -200,7 +210,14 @@ class ScoringWorker:
             if warmer is not None:
                 warmer.close()
             self.batcher.close(timeout=30)
-            self.consumer.close()  # leaves the group so partitions move at once
+            if self.assigned_once or not s.embedded:
+                self.consumer.close()  # leaves the group so partitions move at once
+            else:
+                # Embedded broker: a member that leaves while its JoinGroup is pending can be
+                # elected leader anyway and the group never completes that rebalance (seen in
+                # `make chaos`: SIGTERM during a pool's start). Going without a LeaveGroup,
+                # it is dropped when the rebalance times out (Settings.rebalance_timeout_s).
+                log.info("left without LeaveGroup: never assigned (embedded broker)")
             self.producer.flush(10)
         log.info("scoring pool member stopped", scored=self.scored, dead_letters=self.dead, pauses=self.pauses)
         return 0
@@ -213,7 +230,7 @@ class ScoringWorker:
             return
         future: Future[Outcome]
         try:
-            request = SCORE_REQUESTS.codec.decode(msg.value())
+            request = SCORE_REQUESTS.codec.decode(msg.value(), self.settings.max_message_bytes)
         except DecodeError as exc:
             future = Future()
             future.set_result(Rejected(exc.reason, exc.detail))
@@ -250,15 +267,19 @@ class ScoringWorker:
                         max(self.settings.rerank_top_m, max(r.k for r in requests)),
                     )
         except Exception as exc:
+            # Out of memory, or one request the model cannot take: split the batch in
+            # halves until the failing request is alone, so it alone is rejected.
             from model.device import is_out_of_memory, release_cached_memory
 
-            if not is_out_of_memory(exc):
-                raise
-            release_cached_memory()
+            oom = is_out_of_memory(exc)
+            if oom:
+                release_cached_memory()
             if len(requests) == 1:
-                return [Rejected("out-of-memory", f"{type(exc).__name__}: {str(exc)[:300]}")]
+                reason = "out-of-memory" if oom else "scoring-failed"
+                log.error("request rejected by the model", reason=reason, error=repr(exc))
+                return [Rejected(reason, f"{type(exc).__name__}: {str(exc)[:300]}")]
             half = len(requests) // 2
-            log.warning("out of memory; splitting the batch", requests=len(requests))
+            log.warning("batch failed; splitting it", requests=len(requests), out_of_memory=oom, error=repr(exc))
             return self.score_batch(requests[:half]) + self.score_batch(requests[half:])
         score_ms = (time.perf_counter() - t0) * 1000
         return [
@@ -280,17 +301,27 @@ class ScoringWorker:
             if isinstance(outcome, Rejected):
                 self._dead_letter(msg, outcome.reason, outcome.detail)
             else:
-                self.producer.produce(
-                    self.settings.topics.recommendations,
-                    key=RECOMMENDATIONS.key_of(outcome),
-                    value=RECOMMENDATIONS.codec.encode(outcome),
-                    on_delivery=self._on_delivery,
-                )
-                self.scored += 1
+                value = RECOMMENDATIONS.codec.encode(outcome)
+                try:
+                    self.producer.produce(
+                        self.settings.topics.recommendations,
+                        key=RECOMMENDATIONS.key_of(outcome),
+                        value=value,
+                        on_delivery=self._on_delivery,
+                    )
+                    self.scored += 1
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                        raise
+                    self._dead_letter(msg, "result-too-large", f"the result is {len(value)} bytes: {exc}")
             topic, partition, offset = _origin(msg)
             offsets[(topic, partition)] = offset + 1
         if offsets:
             self._commit_after_ack(offsets)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned_once = True
+        self.readiness.set("partitions", True, f"{len(partitions)} assigned")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish and commit what this member took before the partitions move on.
@@ -312,12 +343,16 @@ class ScoringWorker:
             timestamp_ms=ts if ts_type else None,
         )
         log.warning("dead letter", topic=msg.topic(), partition=msg.partition(), offset=msg.offset(), reason=reason)
-        self.producer.produce(
-            self.settings.topics.dead_letters,
-            key=msg.key(),
-            value=DEAD_LETTERS.codec.encode(record),
-            on_delivery=self._on_delivery,
-        )
+        key = msg.key()
+        try:
+            self.producer.produce(
+                self.settings.topics.dead_letters,
+                key=key[:1024] if key is not None else None,
+                value=DEAD_LETTERS.codec.encode(record),
+                on_delivery=self._on_delivery,
+            )
+        except KafkaException as exc:  # the pool goes on; the request's offset is still committed
+            log.error("dead letter could not be written", reason=reason, offset=msg.offset(), error=repr(exc))
 
     def _commit_after_ack(self, offsets: dict[tuple[str, int], int]) -> None:
         stopping_since: float | None = None

@@ -24,15 +24,18 @@ from instructrec.hostile import (
 )
 from model.instructions import TEMPLATES
 from model.recall import ItemGraph
+from model.scorer import ScoredRequest
 from schemas.codec import DEFAULT_MAX_BYTES, check_not_future, decode_events
 from schemas.exceptions import DecodeError
-from schemas.records import CatalogItem, ScoreRequest, Trigger
-from schemas.topics import CATALOG, SCORE_REQUESTS, TRIGGERS
+from schemas.records import CatalogItem, ModelInfo, ScoreRequest, Trigger
+from schemas.topics import CATALOG, RECOMMENDATIONS, SCORE_REQUESTS, TRIGGERS
 from streams.planner import NoCandidates, PlannerConfig, plan_score_request
+from workers.ranking import rank
 
 NOW = 1_800_000_000.0  # the worker's clock: after every past stamp, before every far-future one
 MAX_SKEW_S = 86_400.0  # Settings.max_future_skew_s default
 MAX_TRIGGER_CANDIDATES = 1000  # Settings.max_trigger_candidates default
+MAX_MESSAGE_BYTES = 1_000_000  # Settings.max_message_bytes default
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +79,8 @@ def outcome(entry: HostileMessage, lookup) -> str:
             check_not_future((trigger.ts, trigger.after_ts), NOW, MAX_SKEW_S)
             if trigger.candidates is not None and len(trigger.candidates) > MAX_TRIGGER_CANDIDATES:
                 raise DecodeError("too-many-candidates")
-            planned(trigger, lookup)
+            if len(SCORE_REQUESTS.codec.encode(planned(trigger, lookup))) > MAX_MESSAGE_BYTES:
+                raise DecodeError("request-too-large")  # the stream worker checks the planned request
         elif entry.kind == "catalog":
             CATALOG.codec.decode(entry.value)
         else:
@@ -92,7 +96,7 @@ def test_the_corpus_is_large_and_covers_every_category_and_topic(corpus):
     assert set(counts) == set(CATEGORIES)
     assert {e.kind for e in corpus} == set(KINDS)
     rejected = [e for e in corpus if not e.handled]
-    assert len(rejected) >= 700
+    assert len(rejected) >= 1000
     assert sum(e.handled for e in corpus) >= 100
     # Each message is told apart by topic, key and value (dead letters carry both).
     assert len({(e.kind, e.key, e.value) for e in corpus}) == len(corpus)
@@ -181,7 +185,7 @@ def test_reasons_are_the_ones_the_system_produces(corpus):
         "too-many-candidates",
         "no-candidates",
         # Amplification outcomes the system does not produce yet: an answer is also right.
-        "score-request-too-large",
+        "request-too-large",
         "result-too-large",
     }
     assert set().union(*(e.expect for e in corpus)) <= known
@@ -189,15 +193,20 @@ def test_reasons_are_the_ones_the_system_produces(corpus):
 
 def test_amplification_really_amplifies(corpus, lookup):
     """The legitimate re-rank of the big catalog items plans a score request over the byte
-    limit; the legitimate big score request would give a result over it."""
+    limit (and over aiokafka's max_request_size); a legitimate score request under half the
+    limit gives a result over it."""
     trigger_entry = next(e for e in corpus if e.category == "amplification" and e.kind == "triggers")
     trigger = TRIGGERS.codec.decode(trigger_entry.value)
     assert len(trigger.candidates or ()) == AMPLIFY_ITEMS
     assert len(SCORE_REQUESTS.codec.encode(planned(trigger, lookup))) > 1_048_576  # aiokafka's max_request_size
     request_entry = next(e for e in corpus if e.category == "amplification" and e.kind == "score-requests")
     request = SCORE_REQUESTS.codec.decode(request_entry.value)
-    assert len(request.instruction) + len(request.intention or "") > DEFAULT_MAX_BYTES * 0.75
-    assert len(request_entry.value or b"") < DEFAULT_MAX_BYTES
+    n = len(request.candidates)
+    result = rank(
+        request, ScoredRequest([0.5] * n, [0] * n), ModelInfo(name="m", version="v"), started_ts=NOW, score_ms=1
+    )
+    assert len(request_entry.value or b"") < DEFAULT_MAX_BYTES / 2
+    assert len(RECOMMENDATIONS.codec.encode(result)) > DEFAULT_MAX_BYTES
 
 
 def test_legitimate_entries_have_unique_request_ids(corpus):

@@ -61,14 +61,27 @@ def test_a_request_that_fails_alone_is_rejected_by_itself(worker):
     assert isinstance(out[0], Recommendation) and isinstance(out[2], Recommendation)
 
 
-def test_other_model_errors_fail_the_whole_batch(worker):
+def test_a_poison_request_is_isolated_and_rejected_alone_the_rest_are_scored(worker):
+    class Poisoned(FakeScorer):
+        def score_many(self, instructions, candidates, histories):
+            if any("poison" in i for i in instructions):
+                raise ValueError("tokenizer choked")
+            return super().score_many(instructions, candidates, histories)
+
+    worker.active = (Poisoned(limit=8), MODEL, None)
+    out = worker.score_batch([request(i, "poison" if i == 5 else "ins") for i in range(8)])
+    assert [o.request_id for o in out if isinstance(o, Recommendation)] == [f"r{i}" for i in range(8) if i != 5]
+    assert isinstance(out[5], Rejected) and out[5].reason == "scoring-failed" and "tokenizer choked" in out[5].detail
+
+
+def test_a_broken_model_rejects_every_request_explicitly(worker):
     class Broken(FakeScorer):
         def score_many(self, *args):
             raise ValueError("bad weights")
 
     worker.active = (Broken(limit=8), MODEL, None)
-    with pytest.raises(ValueError):
-        worker.score_batch([request(0), request(1)])
+    out = worker.score_batch([request(0), request(1), request(2)])
+    assert [o.reason for o in out] == ["scoring-failed"] * 3  # dead letters, never silence
 
 
 def test_a_trained_model_fuses_its_cosine_with_the_candidates_collaborative_features(worker):
