@@ -420,17 +420,25 @@ def _huge_strings(b: _Builder) -> None:
         "huge-strings",
         note="every field at its limit",
     )
-    # Score requests carry no length limits on texts: the pool truncates to max_seq_length.
+    # Score requests bound their texts (instruction 20,000 chars, item text 8,192, title 512).
     key = b"hostile-user"
-    b.handle(
+    b.reject(
         "score-requests",
-        key,
         _dumps(b.request(instruction="word " * 150_000)),
         "huge-strings",
+        "invalid-record",
+        key=key,
         note="750 KB instruction",
     )
     cands = [{"item_id": str(n), "text": "long " * 20_000, "title": f"F{n}", "source": "popular"} for n in range(5)]
-    b.handle("score-requests", key, _dumps(b.request(candidates=cands)), "huge-strings", note="100 KB candidate texts")
+    b.reject(
+        "score-requests",
+        _dumps(b.request(candidates=cands)),
+        "huge-strings",
+        "invalid-record",
+        key=key,
+        note="100 KB candidate texts",
+    )
 
 
 def _deep_nesting(b: _Builder) -> None:
@@ -686,16 +694,16 @@ def _amplification(b: _Builder) -> None:
         "request-too-large",
         note="score request > 1 MB",
     )
-    # The explanation quotes the nearest history item once for each of the top 3.
+    # The explanation quotes the nearest history item once for each of the top 3: a 400 KB
+    # title would make a result over 1 MB, so titles are bounded (512) and quotes cut (120).
     history = [{"item_id": "h", "title": "H" * 400_000, "text": "h", "event_type": "click", "ts": PAST_TS}]
-    b.handle(
+    b.reject(
         "score-requests",
-        b"hostile-user",
         _dumps(b.request(history=history)),
         "amplification",
-        "too-large",
-        "result-too-large",
-        note="result > 1 MB",
+        "invalid-record",
+        key=b"hostile-user",
+        note="a 400 KB history title (its result would pass 1 MB)",
     )
 
 

@@ -7,7 +7,19 @@ import torch
 from instructrec.cli import build_parser
 from model.device import choose_device
 
-COMMANDS = ["run", "stream-worker", "pool", "replay", "trigger", "tail", "create-topics", "broker", "bench", "eval"]
+COMMANDS = [
+    "run",
+    "stream-worker",
+    "pool",
+    "replay",
+    "trigger",
+    "tail",
+    "create-topics",
+    "broker",
+    "bench",
+    "eval",
+    "chaos",
+]
 
 
 def test_every_command_has_help():

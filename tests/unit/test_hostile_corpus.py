@@ -193,20 +193,26 @@ def test_reasons_are_the_ones_the_system_produces(corpus):
 
 def test_amplification_really_amplifies(corpus, lookup):
     """The legitimate re-rank of the big catalog items plans a score request over the byte
-    limit (and over aiokafka's max_request_size); a legitimate score request under half the
-    limit gives a result over it."""
+    limit (and over aiokafka's max_request_size); a score request whose history title would
+    make a result over the limit is refused by the codec, and the longest legal title is
+    quoted cut."""
     trigger_entry = next(e for e in corpus if e.category == "amplification" and e.kind == "triggers")
     trigger = TRIGGERS.codec.decode(trigger_entry.value)
     assert len(trigger.candidates or ()) == AMPLIFY_ITEMS
     assert len(SCORE_REQUESTS.codec.encode(planned(trigger, lookup))) > 1_048_576  # aiokafka's max_request_size
     request_entry = next(e for e in corpus if e.category == "amplification" and e.kind == "score-requests")
-    request = SCORE_REQUESTS.codec.decode(request_entry.value)
+    assert len(request_entry.value or b"") < DEFAULT_MAX_BYTES / 2
+    with pytest.raises(DecodeError) as caught:
+        SCORE_REQUESTS.codec.decode(request_entry.value)
+    assert caught.value.reason == "invalid-record"
+    raw = orjson.loads(request_entry.value)
+    raw["history"][0]["title"] = "H" * 512  # the longest title the contract allows
+    request = SCORE_REQUESTS.codec.decode(orjson.dumps(raw))
     n = len(request.candidates)
     result = rank(
         request, ScoredRequest([0.5] * n, [0] * n), ModelInfo(name="m", version="v"), started_ts=NOW, score_ms=1
     )
-    assert len(request_entry.value or b"") < DEFAULT_MAX_BYTES / 2
-    assert len(RECOMMENDATIONS.codec.encode(result)) > DEFAULT_MAX_BYTES
+    assert len(RECOMMENDATIONS.codec.encode(result)) < 20_000
 
 
 def test_legitimate_entries_have_unique_request_ids(corpus):
