@@ -4,7 +4,9 @@ Kafka via testcontainers when a Docker engine answers (skipped cleanly otherwise
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from instructrec.broker import EmbeddedBroker, free_port
 from instructrec.runner import Processes
 from instructrec.settings import Settings
+from schemas.records import Event, Trigger
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +71,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers or "",
         INSTRUCTREC_BROKER_PROFILE=settings.broker_profile,
         INSTRUCTREC_TOPIC_PREFIX=settings.topic_prefix,
+        INSTRUCTREC_PARTITIONS=str(settings.partitions),  # the workers' tables match the topics
         INSTRUCTREC_WEB_PORT=str(settings.web_port),
         INSTRUCTREC_POOL_HEALTH_PORT=str(settings.pool_health_port),
         INSTRUCTREC_STATE_DIR=str(settings.state_dir),
@@ -85,3 +89,18 @@ def tail_logs(procs: Processes, lines: int = 40) -> str:
             text = path.read_text(errors="replace").splitlines()[-lines:]
             out.append(f"--- {name} ---\n" + "\n".join(text))
     return "\n".join(out)
+
+
+def user_traffic(dataset, tag: str, users: int = 10, per_user: int = 5):
+    """The first ``per_user`` ml-100k events of the first ``users`` users, and one trigger
+    per user (request id ``<tag>-<user>``)."""
+    by_user: defaultdict[str, list] = defaultdict(list)
+    for x in dataset.interactions:
+        if len(by_user) < users or x.user_id in by_user:
+            by_user[x.user_id].append(x)
+    events = [
+        Event(user_id=u, item_id=x.item_id, event_type="view", ts=x.ts)
+        for u, xs in by_user.items()
+        for x in xs[:per_user]
+    ]
+    return events, [Trigger(request_id=f"{tag}-{u}", user_id=u, ts=time.time(), k=5) for u in by_user]

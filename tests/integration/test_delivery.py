@@ -24,24 +24,9 @@ from instructrec.replay import Replayer, catalog_records
 from instructrec.results import ResultCollector
 from instructrec.runner import Processes, wait_until_ready
 from model.data import load_ml100k
-from schemas.records import Event, Trigger
-from tests.integration.conftest import env_for, make_settings, tail_logs
+from tests.integration.conftest import env_for, make_settings, tail_logs, user_traffic
 
 pytestmark = pytest.mark.integration
-
-
-def _traffic(dataset, tag: str, users: int = 12, per_user: int = 6) -> tuple[list[Event], list[Trigger]]:
-    by_user: defaultdict[str, list] = defaultdict(list)
-    for x in dataset.interactions:
-        if len(by_user) < users or x.user_id in by_user:
-            by_user[x.user_id].append(x)
-    events = [
-        Event(user_id=u, item_id=x.item_id, event_type="click", ts=x.ts)
-        for u, xs in by_user.items()
-        for x in xs[:per_user]
-    ]
-    triggers = [Trigger(request_id=f"{tag}-{u}", user_id=u, ts=time.time(), k=5) for u in by_user]
-    return events, triggers
 
 
 def _wait_exit(procs: Processes, name: str, timeout: float = 120.0) -> int:
@@ -69,7 +54,7 @@ def test_a_crash_at_each_delivery_step_loses_nothing_and_duplicates_are_identica
         procs.start("stream-worker", "stream-worker", env={"INSTRUCTREC_FAILPOINTS": "stream.after-stage:1"})
         procs.start("scoring-pool", "pool", env={"INSTRUCTREC_FAILPOINTS": "pool.after-publish:2"})
         for step, point in enumerate(["stream.after-stage", "stream.after-send", None]):
-            events, triggers = _traffic(dataset, f"step{step}")
+            events, triggers = user_traffic(dataset, f"step{step}", users=12, per_user=6)
             replayer.run(iter([*events, *triggers]), rate=0)
             sent |= {t.request_id for t in triggers}
             if point is not None:

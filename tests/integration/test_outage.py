@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict
 
 import orjson
 import pytest
@@ -23,8 +22,7 @@ from instructrec.replay import Replayer, catalog_records
 from instructrec.results import ResultCollector
 from instructrec.runner import Processes, wait_until_ready
 from model.data import load_ml100k
-from schemas.records import Event, Trigger
-from tests.integration.conftest import BrokerInfo, env_for, make_settings, tail_logs
+from tests.integration.conftest import BrokerInfo, env_for, make_settings, tail_logs, user_traffic
 
 pytestmark = pytest.mark.integration
 
@@ -47,17 +45,6 @@ def wait_status(port: int, path: str, status: int, timeout: float) -> dict:
             return body
         time.sleep(0.3)
     raise AssertionError(f"{path} on {port} never answered {status}; last: {ready(port, path)}")
-
-
-def traffic(dataset, tag: str, users: int = 10) -> tuple[list[Event], list[Trigger]]:
-    by_user: defaultdict[str, list] = defaultdict(list)
-    for x in dataset.interactions:
-        if len(by_user) < users or x.user_id in by_user:
-            by_user[x.user_id].append(x)
-    events = [
-        Event(user_id=u, item_id=x.item_id, event_type="view", ts=x.ts) for u, xs in by_user.items() for x in xs[:5]
-    ]
-    return events, [Trigger(request_id=f"{tag}-{u}", user_id=u, ts=time.time(), k=5) for u in by_user]
 
 
 def test_workers_wait_for_the_broker_report_not_ready_and_lose_nothing(tmp_path):
@@ -88,14 +75,14 @@ def test_workers_wait_for_the_broker_report_not_ready_and_lose_nothing(tmp_path)
             wait_status(settings.pool_health_port, "/ready", 200, 30)
             wait_status(settings.web_port, "/ready/", 200, 60)
             sent: set[str] = set()
-            events, triggers = traffic(dataset, "before")
+            events, triggers = user_traffic(dataset, "before")
             replayer.run(iter([*events, *triggers]), rate=0)
             sent |= {t.request_id for t in triggers}
             # 3. An outage mid-stream: records produced while it lasts wait in the
             # producer's queue and go out when the broker is back.
             proxy.cut()
             outage_started = time.monotonic()
-            events, triggers = traffic(dataset, "during", users=20)
+            events, triggers = user_traffic(dataset, "during", users=20)
             replayer.run(iter([*events, *triggers]), rate=0, flush=False)
             sent |= {t.request_id for t in triggers}
             wait_status(settings.pool_health_port, "/ready", 503, 30)
@@ -104,7 +91,7 @@ def test_workers_wait_for_the_broker_report_not_ready_and_lose_nothing(tmp_path)
             procs.check()
             proxy.restore()
             replayer.producer.flush(60)
-            events, triggers = traffic(dataset, "after", users=30)
+            events, triggers = user_traffic(dataset, "after", users=30)
             replayer.run(iter([*events, *triggers]), rate=0)
             sent |= {t.request_id for t in triggers}
             assert collector.wait_for(sent, 180), (
