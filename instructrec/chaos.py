@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -369,7 +369,3 @@ def group_lag(settings: Settings) -> dict[str, int]:
 
 def print_summary(summary: dict[str, Any]) -> None:
     print("chaos: " + orjson.dumps(summary).decode(), flush=True)
-
-
-def options_dict(options: ChaosOptions) -> dict[str, Any]:
-    return asdict(options)

@@ -2,8 +2,8 @@
 
 The embedded broker advertises the proxy's address, so every client (metadata included)
 goes through it. ``cut()`` closes every open connection and refuses new ones (clients see
-a broker that went away), ``restore()`` accepts again. Used by ``instructrec chaos`` and
-the outage tests; a real outage loses nothing on the broker, and neither does this one
+a broker that went away), ``restore()`` accepts again. Used by the outage
+tests (tests/integration/test_outage.py); a real outage loses nothing on the broker, and neither does this one
 (Tansu keeps running behind it).
 """
 

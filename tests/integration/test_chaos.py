@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from instructrec.chaos import ChaosOptions, print_summary, run_chaos
-from tests.integration.conftest import make_settings
+from instructrec.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -14,11 +14,12 @@ pytestmark = pytest.mark.integration
 DRAIN_BOUND_S = 30.0
 
 
-def test_random_kills_lose_nothing_and_leave_no_trace(broker, tmp_path):
+def test_random_kills_lose_nothing_and_leave_no_trace(tmp_path):
+    """On an embedded broker of its own (run_chaos starts one when none is configured)."""
     options = ChaosOptions(
         events=6000, trigger_every=24, rate=400, stream_kills=2, pool_kills=2, terms=1, gap_s=(2.0, 6.0), seed=3
     )
-    summary = run_chaos(make_settings(broker, tmp_path), options)
+    summary = run_chaos(Settings(state_dir=tmp_path / "state"), options)
     print_summary(summary)
     assert summary["stream_kills"] == 2 and summary["pool_kills"] == 2
     assert summary["triggers"] >= 200
