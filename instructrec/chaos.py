@@ -39,6 +39,7 @@ from instructrec.replay import ReplayConfig, Replayer, catalog_records, plan
 from instructrec.results import ResultCollector
 from instructrec.runner import Processes, child_env, wait_until_ready
 from instructrec.settings import Settings
+from instructrec.watchdog import RESTART_EXIT_CODE
 from model.context import UserContext
 from schemas.codec import check_not_future, decode_events
 from schemas.exceptions import DecodeError
@@ -158,6 +159,7 @@ def run_chaos(base: Settings, options: ChaosOptions) -> dict[str, Any]:
         **checks,
         "lag": lag,
         "exit_codes": codes,
+        "watchdog_restarts": dict(procs.restarts),
         "stop_s": round(stop_s, 1),
         "replay_s": round(replay_s, 1),
         "settle_s": round(settle_s, 1),
@@ -186,6 +188,10 @@ def _kill_loop(procs: Processes, options: ChaosOptions, rng: random.Random, t0: 
     for target, how in order:
         time.sleep(rng.uniform(*options.gap_s))
         proc = procs.procs[target]
+        if proc.poll() == RESTART_EXIT_CODE:  # its feed watchdog gave up; the supervisor restarts it
+            while procs.procs[target] is proc:
+                time.sleep(0.1)
+            proc = procs.procs[target]
         if proc.poll() is not None:
             raise RuntimeError(f"{target} exited on its own with code {proc.returncode}")
         at = time.monotonic()

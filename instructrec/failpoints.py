@@ -6,6 +6,10 @@ sending it), or the 1st time a pool has had results acknowledged (before committ
 their offsets). Unset (always, outside tests), a failpoint costs one dict lookup.
 The points: ``stream.after-stage``, ``stream.after-send`` (request acknowledged, outbox
 not yet cleared), ``pool.after-publish``.
+
+Starve points (``stream.starve:N``, ``pool.starve:N``) do not kill: after N records the
+worker's consumer silently drops every record it fetches, the way a member that is
+assigned but never fed looks from outside (the case instructrec/watchdog.py is for).
 """
 
 from __future__ import annotations
@@ -29,3 +33,20 @@ def failpoint(name: str) -> None:
     if left - 1 <= 0:
         get_logger(__name__).warning("failpoint hit: SIGKILL", failpoint=name)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def armed(name: str) -> bool:
+    return name in _ARMED
+
+
+def starving(name: str) -> bool:
+    """False for the first N calls of an armed starve point, then True for good."""
+    left = _ARMED.get(name)
+    if left is None:
+        return False
+    if left > 0:
+        _ARMED[name] = left - 1
+        if left == 1:
+            get_logger(__name__).warning("failpoint hit: starving from now on", failpoint=name)
+        return False
+    return True

@@ -34,6 +34,10 @@ class Readiness:
         with self._lock:
             self._checks[name] = (ok, detail)
 
+    def ok(self, name: str) -> bool:
+        with self._lock:
+            return self._checks.get(name, (False, ""))[0]
+
     @property
     def ready(self) -> bool:
         with self._lock:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from instructrec.errors import BrokerError
@@ -94,3 +94,18 @@ def poll_batch(consumer: Consumer, max_messages: int, timeout: float) -> list[Me
     if max_messages <= 1:
         return [first]
     return [first, *consumer.consume(max_messages - 1, timeout=0)]
+
+
+def high_watermarks(
+    consumer: Consumer, partitions: Iterable[tuple[str, int]], timeout: float = 5.0
+) -> dict[tuple[str, int], int | None]:
+    """Each partition's high watermark, asked of the broker now (None where it did not
+    answer). On the embedded broker it can be short of the real end: a lower bound."""
+    ends: dict[tuple[str, int], int | None] = {}
+    for topic, partition in partitions:
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
+        except KafkaException:
+            high = None
+        ends[(topic, partition)] = high if high is not None and high >= 0 else None
+    return ends

@@ -24,6 +24,7 @@ from instructrec.logs import get_logger
 from instructrec.replay import ReplayConfig, Replayer, catalog_records, plan
 from instructrec.results import ResultCollector, format_result, percentile, stage_medians_ms
 from instructrec.settings import Settings
+from instructrec.watchdog import RESTART_EXIT_CODE
 from schemas.records import DeadLetter, Trigger
 
 log = get_logger(__name__)
@@ -42,15 +43,42 @@ class RunOptions:
 
 
 class Processes:
-    """Child processes started with the same interpreter; stopped with SIGTERM."""
+    """Child processes started with the same interpreter; stopped with SIGTERM.
+
+    A supervisor: a child that exits with RESTART_EXIT_CODE (its feed watchdog gave up,
+    instructrec/watchdog.py) is started again, with the same arguments and environment
+    but no failpoints. Any other exit is left to the caller."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = env
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, int] = {}
+        self._specs: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        threading.Thread(target=self._supervise, name="supervisor", daemon=True).start()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(0.5):
+            with self._lock:
+                for name, proc in list(self.procs.items()):
+                    if proc.poll() == RESTART_EXIT_CODE and not self._stopping.is_set():
+                        args, env = self._specs[name]
+                        env = {k: v for k, v in env.items() if k != "INSTRUCTREC_FAILPOINTS"}
+                        self.restarts[name] = self.restarts.get(name, 0) + 1
+                        log.warning(
+                            "process asked for a restart; starting it again", process=name, exit_code=RESTART_EXIT_CODE
+                        )
+                        self._spawn(name, args, env)
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start ``instructrec <args>`` as ``name``; ``env`` adds to the shared environment."""
+        with self._lock:
+            self._specs[name] = (args, env or {})
+            return self._spawn(name, args, env or {})
+
+    def _spawn(self, name: str, args: tuple[str, ...], env: dict[str, str]) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(
@@ -66,10 +94,13 @@ class Processes:
 
     def check(self) -> None:
         for name, proc in self.procs.items():
-            if proc.poll() is not None:
+            if proc.poll() not in (None, RESTART_EXIT_CODE):
                 raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.log_dir / name}.log")
 
     def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
+        self._stopping.set()
+        with self._lock:  # no restart is under way
+            pass
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

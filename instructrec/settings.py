@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     broker_probe_s: float = Field(
         default=5.0, gt=0, description="How often stream workers (pools: only after a client error) ask the broker."
     )
+    feed_stall_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A partition with records waiting that has not moved for this long is re-fetched; "
+        "still not fed after as long again, the worker exits 75 to be restarted (0: not watched).",
+    )
 
     # --- Data / logging --------------------------------------------------------------
     data_dir: Path = REPO_ROOT / ".data"

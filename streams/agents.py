@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import signal
 import time
 import uuid
 import zlib
@@ -39,8 +41,10 @@ from faust.types import Message
 
 from instructrec.failpoints import failpoint
 from instructrec.health import BrokerProbe, Readiness
+from instructrec.kafka import high_watermarks
 from instructrec.logs import get_logger
 from instructrec.settings import Settings
+from instructrec.watchdog import RESTART_EXIT_CODE, FeedWatchdog, Verdict
 from model.context import UserContext, items_of
 from model.instructions import templates_for
 from model.recall import ItemGraph
@@ -88,6 +92,7 @@ class StreamCounters:
     wait_expired: int = 0  # ... and were answered without it when the wait ran out
     redelivered_triggers: int = 0  # seen again after a restart and not answered twice
     resent: int = 0  # outbox entries a previous owner left, sent again (same bytes)
+    feed_seeks: int = 0  # partitions the feed watchdog fetched again
     dead_letters: dict[str, int] = field(default_factory=dict)
 
 
@@ -170,6 +175,8 @@ class StreamWorker:
     # Outbox entries and waiting triggers found in recovered partitions, taken up by the timer.
     recovered: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)
     readiness: Readiness = field(default_factory=lambda: Readiness("broker", "partitions", "catalog"))
+    # Set when the feed watchdog gave up on a partition: the worker stops and exits 75.
+    restart_requested: bool = False
 
     def __post_init__(self) -> None:
         s, t = self.settings, self.settings.topics
@@ -218,6 +225,10 @@ class StreamWorker:
 
         self.app.page("/ready/")(ready)
         self.app.on_before_shutdown.connect(self._stop_catalog)
+        self.watchdog: FeedWatchdog[Any] | None = FeedWatchdog(s.feed_stall_s) if s.feed_stall_s > 0 else None
+        if self.watchdog is not None:
+            self.app.timer(interval=max(0.5, s.feed_stall_s / 4), name="feed-watchdog")(self._watch_feed)
+            self.app.on_partitions_revoked.connect(self._forget_feed)
 
     async def _rebuild_graph(self) -> None:
         if self.settings.embedded:
@@ -468,6 +479,76 @@ class StreamWorker:
         assigned = args[-1] if args else ()
         events = sorted(tp.partition for tp in assigned if tp.topic == self.settings.topics.events)
         log.info("partitions assigned", events=events)
+
+    async def _forget_feed(self, *_args: Any, **_kwargs: Any) -> None:
+        if self.watchdog is not None:
+            self.watchdog.forget()
+
+    async def _watch_feed(self) -> None:
+        """Feed watchdog (instructrec/watchdog.py) over the partitions this worker reads.
+        Only while ready and not rebalancing; partitions Faust paused are not watched."""
+        watchdog = self.watchdog
+        consumer: Any = self.app.consumer  # Faust's Consumer (the ConsumerT stub lacks these)
+        if watchdog is None or self.restart_requested:
+            return
+        working = self.readiness.ok("partitions") and self.readiness.ok("broker") and self.catalog.ready.is_set()
+        if not working or consumer.suspend_flow.is_set():
+            watchdog.forget()
+            return
+        t = self.settings.topics
+        sources = {t.events, t.triggers, t.catalog}
+        paused = consumer._paused_partitions
+        positions: dict[Any, int | None] = {}
+        for tp in consumer.assignment():
+            if tp.topic in sources and tp not in paused:
+                read = consumer._read_offset.get(tp)  # the last record delivered (our drain loop keeps it)
+                positions[tp] = read + 1 if read is not None else await consumer.position(tp)
+        loop = asyncio.get_running_loop()
+        idle = watchdog.note(positions, loop.time())
+        if not idle:
+            return
+        ends = await loop.run_in_executor(None, self._high_watermarks, [(tp.topic, tp.partition) for tp in idle])
+        for tp in idle:
+            end = ends.get((tp.topic, tp.partition))
+            position = watchdog.position(tp)
+            verdict = watchdog.judge(tp, end, loop.time())
+            if verdict is Verdict.SEEK and position is not None:
+                self.counters.feed_seeks += 1
+                log.warning(
+                    "partition not fed: fetching it again",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    position=position,
+                    high_watermark=end,
+                    stalled_s=self.settings.feed_stall_s,
+                )
+                await consumer.seek(tp, position)
+                consumer._read_offset[tp] = position - 1 if position > 0 else None  # Faust's seek moved it
+            elif verdict is Verdict.RESTART:
+                log.error(
+                    "partition still not fed after fetching it again: stopping to be restarted",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    position=position,
+                    high_watermark=end,
+                    exit_code=RESTART_EXIT_CODE,
+                )
+                self.restart_requested = True
+                os.kill(os.getpid(), signal.SIGTERM)  # the graceful path: drain, commit, leave the group
+                return
+
+    def _high_watermarks(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        if getattr(self, "_end_client", None) is None:
+            from confluent_kafka import Consumer
+
+            self._end_client = Consumer(
+                {
+                    **self.settings.confluent_config(),
+                    "group.id": f"feed-watchdog-{uuid.uuid4().hex[:12]}",  # asks offsets, never joins
+                    "enable.auto.commit": False,
+                }
+            )
+        return high_watermarks(self._end_client, partitions)
 
     async def _log_counters(self, *_args: Any, **_kwargs: Any) -> None:
         log.info("stream worker stopping", **asdict(self.counters))

@@ -17,6 +17,7 @@ import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from instructrec.failpoints import armed, starving
 from instructrec.settings import Settings
 
 
@@ -56,6 +57,10 @@ class _Consumer(faust_aiokafka.Consumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         commit_every = self._commit_every
         since_yield = 0
+        # tests only (instructrec/failpoints.py): drop the user topics' records unseen
+        starve_topics: frozenset[str] = (
+            getattr(self.app, "user_topics", frozenset()) if armed("stream.starve") else frozenset()
+        )
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -68,6 +73,8 @@ class _Consumer(faust_aiokafka.Consumer):
                     if since_yield > 100:
                         await asyncio.sleep(0)
                         since_yield = 0
+                    if starve_topics and message.topic in starve_topics and starving("stream.starve"):
+                        continue
                     offset = message.offset
                     read = get_read_offset(tp)
                     if read is not None and offset < read:
@@ -101,6 +108,7 @@ class _Transport(faust_aiokafka.Transport):
 
 class StreamApp(faust.App):
     fetch_max_wait_ms: int | None = None
+    user_topics: frozenset[str] = frozenset()  # events and triggers
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
@@ -160,4 +168,5 @@ def create_app(settings: Settings) -> StreamApp:
         producer_max_batch_size=1 if settings.embedded else 16384,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.user_topics = frozenset({settings.topics.events, settings.topics.triggers})
     return app

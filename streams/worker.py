@@ -8,6 +8,7 @@ import faust
 
 from instructrec.logs import DEFAULT_MAX_CHARS, TruncatingFilter, configure_logging, get_logger
 from instructrec.settings import Settings
+from instructrec.watchdog import RESTART_EXIT_CODE
 from streams.agents import build_worker
 
 
@@ -53,5 +54,11 @@ def run_stream_worker(settings: Settings) -> int:
     # Faust's own DEBUG output is tens of MB per minute: our DEBUG stays ours.
     faust_level = "INFO" if settings.log_level.upper() == "DEBUG" else settings.log_level
     worker = _Worker(worker_state.app, loglevel=faust_level, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()  # returns via SystemExit when stopped
+    try:
+        worker.execute_from_commandline()  # returns via SystemExit when stopped
+    except SystemExit:
+        if not worker_state.restart_requested:
+            raise
+    if worker_state.restart_requested:  # the feed watchdog gave up: ask the supervisor for a restart
+        return RESTART_EXIT_CODE
     return 0

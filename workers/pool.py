@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from instructrec.failpoints import failpoint
+from instructrec.failpoints import armed, failpoint, starving
 from instructrec.health import BrokerProbe, Readiness, serve_health
-from instructrec.kafka import consumer_config, make_producer, poll_batch
+from instructrec.kafka import consumer_config, high_watermarks, make_producer, poll_batch
 from instructrec.logs import configure_logging, get_logger
 from instructrec.settings import Settings
+from instructrec.watchdog import RESTART_EXIT_CODE, FeedWatchdog, Verdict
 from model.registry import ModelChoice, read_card
 from schemas.codec import dead_letter
 from schemas.exceptions import DecodeError
@@ -63,6 +64,13 @@ class ScoringWorker:
         self.scored = 0
         self.dead = 0
         self.pauses = 0
+        self.feed_seeks = 0
+        self.restart_requested = False  # the feed watchdog gave up: exit 75 to be restarted
+        # next offset this member needs per (topic, partition): what it took, else committed
+        self.next_offset: dict[tuple[str, int], int] = {}
+        self.watchdog: FeedWatchdog[tuple[str, int]] | None = (
+            FeedWatchdog(settings.feed_stall_s) if settings.feed_stall_s > 0 else None
+        )
         self.model_lock = threading.Lock()  # one forward pass at a time (scoring or warming)
         self._delivery_errors: list[str] = []
         self.readiness = Readiness("broker", "model", "partitions")
@@ -183,6 +191,9 @@ class ScoringWorker:
         probe.start()
         log.info("scoring pool member started", group=s.scoring_group, topic=s.topics.score_requests, index=self.index)
         paused: list[TopicPartition] = []
+        starve = armed("pool.starve")  # tests only (instructrec/failpoints.py)
+        watch_every = max(0.5, s.feed_stall_s / 4)
+        next_watch = time.monotonic() + watch_every
         try:
             while not self.stop.is_set():
                 room = s.batch_queue - len(self.inflight)
@@ -198,10 +209,18 @@ class ScoringWorker:
                 if room > 0:
                     wait = 0.005 if self.inflight else 0.2
                     for msg in poll_batch(self.consumer, min(room, s.pool_poll_batch), wait):
+                        if starve and msg.error() is None and starving("pool.starve"):
+                            continue
                         self._accept(msg)
                 else:
                     self.consumer.poll(0.005)  # heartbeats and callbacks while paused
                 self._publish_done(wait_all=False)
+                if self.watchdog is not None and time.monotonic() >= next_watch:
+                    next_watch = time.monotonic() + watch_every
+                    if paused or not self.readiness.ok("broker"):
+                        self.watchdog.forget()
+                    else:
+                        self._watch_feed()
             self._publish_done(wait_all=True)  # drain: finish what was taken, publish, commit
         finally:
             probe.stop.set()
@@ -219,8 +238,14 @@ class ScoringWorker:
                 # it is dropped when the rebalance times out (Settings.rebalance_timeout_s).
                 log.info("left without LeaveGroup: never assigned (embedded broker)")
             self.producer.flush(10)
-        log.info("scoring pool member stopped", scored=self.scored, dead_letters=self.dead, pauses=self.pauses)
-        return 0
+        log.info(
+            "scoring pool member stopped",
+            scored=self.scored,
+            dead_letters=self.dead,
+            pauses=self.pauses,
+            feed_seeks=self.feed_seeks,
+        )
+        return RESTART_EXIT_CODE if self.restart_requested else 0
 
     def _accept(self, msg: Message) -> None:
         error = msg.error()
@@ -238,6 +263,8 @@ class ScoringWorker:
             # Cost in candidate pairs (plus the instruction itself), not requests.
             future = self.batcher.submit(request, cost=1 + len(request.candidates))
         self.inflight.append((msg, future))
+        topic, partition, offset = _origin(msg)
+        self.next_offset[(topic, partition)] = offset + 1
 
     def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Outcome]:
         """The batcher's function: one forward pass for many requests. On CUDA out of
@@ -322,10 +349,59 @@ class ScoringWorker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned_once = True
         self.readiness.set("partitions", True, f"{len(partitions)} assigned")
+        self.next_offset.clear()
+        if self.watchdog is not None:
+            self.watchdog.forget()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish and commit what this member took before the partitions move on.
         self._publish_done(wait_all=True)
+        self.next_offset.clear()
+        if self.watchdog is not None:
+            self.watchdog.forget()
+
+    def _watch_feed(self) -> None:
+        """Feed watchdog (instructrec/watchdog.py) over this member's partitions."""
+        assert self.watchdog is not None
+        keys = [(tp.topic, tp.partition) for tp in self.consumer.assignment()]
+        unknown = [TopicPartition(t, p) for t, p in keys if (t, p) not in self.next_offset]
+        if unknown:  # nothing taken since the assignment: start from the committed offsets
+            try:
+                for tp in self.consumer.committed(unknown, timeout=5):
+                    if tp.offset >= 0:
+                        self.next_offset[(tp.topic, tp.partition)] = tp.offset
+            except KafkaException:
+                pass
+        idle = self.watchdog.note({k: self.next_offset.get(k) for k in keys}, time.monotonic())
+        if not idle:
+            return
+        ends = high_watermarks(self.consumer, idle)
+        for key in idle:
+            position = self.watchdog.position(key)
+            verdict = self.watchdog.judge(key, ends.get(key), time.monotonic())
+            if verdict is Verdict.SEEK and position is not None:
+                self.feed_seeks += 1
+                log.warning(
+                    "partition not fed: fetching it again",
+                    topic=key[0],
+                    partition=key[1],
+                    position=position,
+                    high_watermark=ends.get(key),
+                    stalled_s=self.settings.feed_stall_s,
+                )
+                self.consumer.seek(TopicPartition(key[0], key[1], position))
+            elif verdict is Verdict.RESTART:
+                log.error(
+                    "partition still not fed after fetching it again: stopping to be restarted",
+                    topic=key[0],
+                    partition=key[1],
+                    position=position,
+                    high_watermark=ends.get(key),
+                    exit_code=RESTART_EXIT_CODE,
+                )
+                self.restart_requested = True
+                self.stop.set()  # the graceful path: finish, publish, commit, leave the group
+                return
 
     def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
         self.dead += 1
@@ -417,19 +493,33 @@ def run_pool(settings: Settings) -> int:
     if n == 1:
         return _member_main(settings.model_dump(), 0)
     ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(target=_member_main, args=(settings.model_dump(), i), name=f"{COMPONENT}-{i}") for i in range(n)
-    ]
-    for p in procs:
-        p.start()
+
+    def start(i: int) -> Any:
+        proc = ctx.Process(target=_member_main, args=(settings.model_dump(), i), name=f"{COMPONENT}-{i}")
+        proc.start()
+        return proc
+
+    members = {i: start(i) for i in range(n)}
+    stopping = threading.Event()
 
     def forward(signum: int, _frame: Any) -> None:
-        for p in procs:
+        stopping.set()
+        for p in list(members.values()):
             if p.pid:
                 os.kill(p.pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for p in procs:
-        p.join()
-    return max((p.exitcode or 0) for p in procs)
+    codes: list[int] = []
+    while members:
+        for i, p in list(members.items()):
+            p.join(timeout=0.5)
+            if p.exitcode is None:
+                continue
+            if p.exitcode == RESTART_EXIT_CODE and not stopping.is_set():
+                log.warning("pool member asked for a restart", index=i)  # its feed watchdog gave up
+                members[i] = start(i)
+                continue
+            codes.append(p.exitcode)
+            del members[i]
+    return max(codes, default=0)

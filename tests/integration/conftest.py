@@ -77,6 +77,8 @@ def env_for(settings: Settings) -> dict[str, str]:
         INSTRUCTREC_STATE_DIR=str(settings.state_dir),
         PYTHONUNBUFFERED="1",
         INSTRUCTREC_LOG_LEVEL="DEBUG",  # tests await some of the workers' log lines
+        # a member left unfed (embedded broker) is fetched again / restarted sooner than 30 s
+        INSTRUCTREC_FEED_STALL_S="10",
     )
     return env
 
