@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -109,3 +110,28 @@ def high_watermarks(
             high = None
         ends[(topic, partition)] = high if high is not None and high >= 0 else None
     return ends
+
+
+def broker_serves(settings: Settings, topic: str, partition: int, offset: int, timeout: float = 3.0) -> bool | None:
+    """Does a fresh client get the record at ``offset``? (Tells a broker that withholds
+    records from a client that stopped asking, when a partition is found unfed.)"""
+    consumer = Consumer(
+        {
+            **settings.confluent_config(),
+            "group.id": f"feed-check-{uuid.uuid4().hex[:12]}",  # assigned, never joins
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": settings.client_fetch_max_wait_ms,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                return True
+        return False
+    except KafkaException:
+        return None
+    finally:
+        consumer.close()

@@ -41,7 +41,7 @@ from faust.types import Message
 
 from instructrec.failpoints import failpoint
 from instructrec.health import BrokerProbe, Readiness
-from instructrec.kafka import high_watermarks
+from instructrec.kafka import broker_serves, high_watermarks
 from instructrec.logs import get_logger
 from instructrec.settings import Settings
 from instructrec.watchdog import RESTART_EXIT_CODE, FeedWatchdog, Verdict
@@ -514,12 +514,16 @@ class StreamWorker:
             verdict = watchdog.judge(tp, end, loop.time())
             if verdict is Verdict.SEEK and position is not None:
                 self.counters.feed_seeks += 1
+                served = await loop.run_in_executor(
+                    None, broker_serves, self.settings, tp.topic, tp.partition, position
+                )
                 log.warning(
                     "partition not fed: fetching it again",
                     topic=tp.topic,
                     partition=tp.partition,
                     position=position,
                     high_watermark=end,
+                    fresh_client_gets_it=served,
                     stalled_s=self.settings.feed_stall_s,
                 )
                 await consumer.seek(tp, position)

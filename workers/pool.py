@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from instructrec.failpoints import armed, failpoint, starving
 from instructrec.health import BrokerProbe, Readiness, serve_health
-from instructrec.kafka import consumer_config, high_watermarks, make_producer, poll_batch
+from instructrec.kafka import broker_serves, consumer_config, high_watermarks, make_producer, poll_batch
 from instructrec.logs import configure_logging, get_logger
 from instructrec.settings import Settings
 from instructrec.watchdog import RESTART_EXIT_CODE, FeedWatchdog, Verdict
@@ -387,6 +387,7 @@ class ScoringWorker:
                     partition=key[1],
                     position=position,
                     high_watermark=ends.get(key),
+                    fresh_client_gets_it=broker_serves(self.settings, key[0], key[1], position),
                     stalled_s=self.settings.feed_stall_s,
                 )
                 self.consumer.seek(TopicPartition(key[0], key[1], position))

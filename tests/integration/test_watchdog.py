@@ -70,6 +70,8 @@ def test_starved_workers_are_noticed_fetched_again_and_restarted(broker, tmp_pat
         log = (tmp_path / "logs" / f"{name}.log").read_text()
         assert "failpoint hit: starving from now on" in log
         assert "partition not fed: fetching it again" in log, name
+        # The records were there for any other client: the diagnosis says so.
+        assert "fresh_client_gets_it=True" in log, name
         assert "stopping to be restarted" in log and f"exit_code={RESTART_EXIT_CODE}" in log, name
     # Noticed (stall), fetched again (stall), restarted and caught up: well inside a minute.
     assert took < 60, took
