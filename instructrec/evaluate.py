@@ -73,6 +73,7 @@ class EvalConfig:
     model_dir: Path | None = None  # evaluate this trained model instead of training one
     models_root: Path = Path(".data/models")
     intention_users: int = 100
+    sentiment_epochs: int = 15  # 0: no sentiment row (model/sentiment.py)
 
 
 class TextModel:
@@ -197,6 +198,8 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
                 }
             )
             print(f"eval {protocol:5s} {name:26s} {m.as_row()}", flush=True)
+    if config.sentiment_epochs > 0:
+        rows += sentiment_rows(config)
     effects = []
     if config.intention_users > 0:
         probe = splits[: config.intention_users]
@@ -213,6 +216,36 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
             if (config.out_dir / name).exists():
                 shutil.copy(config.out_dir / name, model_dir / name)
     return {"rows": rows, "users": len(splits), "report": str(report), "model_dir": str(model_dir or "")}
+
+
+def sentiment_rows(config: EvalConfig) -> list[dict[str, Any]]:
+    """Financial headline sentiment on the held-out headlines: the fine-tuned model (ours,
+    saved under ``<models_root>/sentiment``) and its two baselines."""
+    from model.scorer import default_model_dir
+    from model.sentiment import FinetuneConfig, evaluate_sentiment
+
+    started = time.perf_counter()
+    results = evaluate_sentiment(
+        default_model_dir(),
+        config.models_root / "sentiment",
+        FinetuneConfig(epochs=config.sentiment_epochs, seed=config.seed),
+    )
+    rows = []
+    for name, r in results.items():
+        row = {
+            "method": name,
+            "protocol": "finance-headlines",
+            "accuracy": r["accuracy"],
+            "macro_f1": r["macro_f1"],
+            "confusion": r["confusion"],
+            "train": r["train"],
+            "test": r["test"],
+            "ours": name == "sentiment",
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        rows.append(row)
+        print(f"eval sentiment {name:26s} accuracy {r['accuracy']:.4f} macro_f1 {r['macro_f1']:.4f}", flush=True)
+    return rows
 
 
 def train_model(dataset: Dataset, splits: Sequence[UserSplit], config: EvalConfig) -> tuple[Path, dict[str, Any]]:
@@ -324,6 +357,8 @@ def write_report(
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        if "hr@1" not in r:
+            continue
         lines.append(
             f"| {r['protocol']} | {r['method']}{' (ours)' if r['ours'] else ''} | {r['hr@1']:.3f} | "
             f"{r['hr@5']:.3f} | {r['hr@10']:.3f} | {r['ndcg@5']:.3f} | {r['ndcg@10']:.3f} | {r['mrr']:.3f} |"
@@ -337,6 +372,21 @@ def write_report(
             f"{t.get('examples')} training pairs, {t.get('seconds')} s on {t.get('device')}, loss "
             f"{t.get('loss_first20')} -> {t.get('loss_last20')}); fusion weights {card.get('fusion')}.",
         ]
+    sentiment = [r for r in rows if "macro_f1" in r]
+    if sentiment:
+        lines += [
+            "",
+            f"Financial headline sentiment: {sentiment[0]['test']} held-out headlines of model/finance_headlines.jsonl "
+            f"(trained on the other {sentiment[0]['train']}); confusion rows = true negative/neutral/positive.",
+            "",
+            "| method | accuracy | macro-F1 | confusion |",
+            "|---|---:|---:|---|",
+        ]
+        for r in sentiment:
+            lines.append(
+                f"| {r['method']}{' (ours)' if r['ours'] else ''} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} "
+                f"| {r['confusion']} |"
+            )
     if effects:
         lines += [
             "",
@@ -379,6 +429,6 @@ def write_report(
 
 
 def print_eval(result: dict[str, Any]) -> None:
-    keep = ("method", "protocol", "hr@1", "hr@10", "ndcg@10", "mrr", "ours")
-    rows = [{k: r[k] for k in keep} for r in result["rows"]]
+    keep = ("method", "protocol", "hr@1", "hr@10", "ndcg@10", "mrr", "accuracy", "macro_f1", "ours")
+    rows = [{k: r[k] for k in keep if k in r} for r in result["rows"]]
     print("eval: " + orjson.dumps({"rows": rows}).decode(), flush=True)

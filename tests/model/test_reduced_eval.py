@@ -32,6 +32,7 @@ def result(tmp_path_factory):
         out_dir=out / "report",
         models_root=out / "models",
         intention_users=30,
+        sentiment_epochs=0,  # tests/model/test_sentiment_model.py
     )
     return run_eval(Settings(), config), config
 
