@@ -10,6 +10,7 @@ not yet cleared), ``pool.after-publish``.
 Starve points (``stream.starve:N``, ``pool.starve:N``) do not kill: after N records the
 worker's consumer silently drops every record it fetches, the way a member that is
 assigned but never fed looks from outside (the case instructrec/watchdog.py is for).
+``stream.hang-send:N``: after N sends, a send of score requests is never acknowledged.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import Message
 
-from instructrec.failpoints import failpoint
+from instructrec.failpoints import failpoint, starving
 from instructrec.health import BrokerProbe, Readiness
 from instructrec.kafka import broker_serves, high_watermarks
 from instructrec.logs import get_logger
@@ -529,16 +529,13 @@ class StreamWorker:
                 await consumer.seek(tp, position)
                 consumer._read_offset[tp] = position - 1 if position > 0 else None  # Faust's seek moved it
             elif verdict is Verdict.RESTART:
-                log.error(
+                self._request_restart(
                     "partition still not fed after fetching it again: stopping to be restarted",
                     topic=tp.topic,
                     partition=tp.partition,
                     position=position,
                     high_watermark=end,
-                    exit_code=RESTART_EXIT_CODE,
                 )
-                self.restart_requested = True
-                os.kill(os.getpid(), signal.SIGTERM)  # the graceful path: drain, commit, leave the group
                 return
 
     def _high_watermarks(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
@@ -641,15 +638,23 @@ class StreamWorker:
 
     async def _send(self, staged: Sequence[Staged], flush: bool = True) -> None:
         """Flush the changelog (the outbox entries are durable before any request
-        leaves), send, wait for the broker's acknowledgements, then clear the outbox."""
+        leaves), send, wait for the broker's acknowledgements, then clear the outbox.
+
+        Bounded by ``feed_stall_s``: a send not acknowledged by then (a lost response;
+        Faust's producer would wait 20 minutes) leaves the entries in the outbox and has
+        the worker restarted, whose recovery sends them again."""
         if not staged:
             return
-        if flush:
-            await flush_producer(self.app)
-            failpoint("stream.after-stage")
-        futures = [await self.requests_topic.send(key=s.key, value=s.value) for s in staged]
-        await asyncio.gather(*futures)
-        failpoint("stream.after-send")
+        timeout = self.settings.feed_stall_s or None
+        try:
+            await asyncio.wait_for(self._deliver(staged, flush), timeout=timeout)
+        except TimeoutError:
+            self._request_restart(
+                "score requests not acknowledged in time: stopping to be restarted",
+                requests=len(staged),
+                timeout_s=timeout,
+            )
+            return
         self.counters.score_requests += len(staged)
         sent: defaultdict[bytes, list[str]] = defaultdict(list)
         for s in staged:
@@ -659,6 +664,25 @@ class StreamWorker:
                 self.context[key] = UserContext.confirm(self.context.get(key), request_ids)
             except Exception as exc:  # table stopped (answering at shutdown): resent after restart
                 log.warning("could not clear the outbox", requests=len(request_ids), error=repr(exc)[:200])
+
+    async def _deliver(self, staged: Sequence[Staged], flush: bool) -> None:
+        if flush:
+            await flush_producer(self.app)
+            failpoint("stream.after-stage")
+        if starving("stream.hang-send"):  # tests only: an acknowledgement that never comes
+            await asyncio.Event().wait()
+        futures = [await self.requests_topic.send(key=s.key, value=s.value) for s in staged]
+        await asyncio.gather(*futures)
+        failpoint("stream.after-send")
+
+    def _request_restart(self, message: str, **fields: Any) -> None:
+        """Stop gracefully (drain, commit, leave the group) and exit 75: the supervisor
+        starts the worker again (instructrec/watchdog.py)."""
+        if self.restart_requested:
+            return
+        log.error(message, exit_code=RESTART_EXIT_CODE, **fields)
+        self.restart_requested = True
+        os.kill(os.getpid(), signal.SIGTERM)
 
     async def _on_catalog(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """Validates catalog records so that a bad one is dead-lettered once, by the worker

@@ -75,3 +75,38 @@ def test_starved_workers_are_noticed_fetched_again_and_restarted(broker, tmp_pat
         assert "stopping to be restarted" in log and f"exit_code={RESTART_EXIT_CODE}" in log, name
     # Noticed (stall), fetched again (stall), restarted and caught up: well inside a minute.
     assert took < 60, took
+
+
+def test_a_send_never_acknowledged_restarts_the_worker_and_its_outbox_is_sent(broker, tmp_path):
+    """A lost acknowledgement (Faust's producer would wait 20 minutes): the send is bounded
+    by the stall time, the worker restarts, and its recovery sends the outbox again."""
+    settings = make_settings(broker, tmp_path, partitions=2)
+    create_topics(settings)
+    dataset = load_ml100k(settings.data_dir)
+    procs = Processes({**env_for(settings), "INSTRUCTREC_FEED_STALL_S": str(STALL_S)}, tmp_path / "logs")
+    collector = ResultCollector(settings).start()
+    replayer = Replayer(settings)
+    replayer.send_catalog(catalog_records(dataset))
+    sent: set[str] = set()
+    try:
+        procs.start("stream-worker", "stream-worker", env={"INSTRUCTREC_FAILPOINTS": "stream.hang-send:1"})
+        procs.start("scoring-pool", "pool")
+        wait_status(settings.web_port, "/ready/", 200, 120)
+        for step in ("first", "second"):
+            events, triggers = user_traffic(dataset, step, users=6, per_user=3)
+            replayer.run(iter([*events, *triggers]), rate=0)
+            sent |= {t.request_id for t in triggers}
+            time.sleep(1.0)
+        deadline = time.monotonic() + 120
+        while not sent <= set(collector.results) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        unanswered = sorted(sent - set(collector.results))
+        assert not unanswered, f"unanswered: {unanswered}\n{tail_logs(procs)}"
+    finally:
+        collector.close()
+        codes = procs.stop()
+    assert codes == {"stream-worker": 0, "scoring-pool": 0}, tail_logs(procs)
+    assert procs.restarts == {"stream-worker": 1}, (procs.restarts, tail_logs(procs))
+    log = (tmp_path / "logs" / "stream-worker.log").read_text()
+    assert "score requests not acknowledged in time" in log
+    assert "resending recovered score requests" in log  # the outbox, not a re-plan
