@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="How often pools look for a new model version (0: never)."
     )
     model_version: str = Field(default="pretrained-1", description="Named in every result.")
+    sentiment_model_dir: Path | None = Field(
+        default=None,
+        description="A headline sentiment version (or a root with LATEST, model/sentiment.py): pools then also "
+        "score the sentiment-requests topic. Unset: they do not consume it.",
+    )
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     torch_threads: int | None = Field(default=None, ge=1)
     int8: bool = Field(default=False, description="CPU only: dynamic int8 quantization of the model's linear layers.")

@@ -229,3 +229,37 @@ class DeadLetter(Record):
     detail: str = Field(description="Human-readable explanation of what was wrong.")
     component: str = Field(description="Which process rejected it, e.g. 'stream-worker'.")
     ts: float = Field(description="When it was dead-lettered (epoch seconds).")
+
+
+# --- financial sentiment (issue 6) -----------------------------------------------------------
+
+# An exchange ticker symbol, upper case (e.g. "NVE", "BRK.B").
+Ticker = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9][A-Z0-9.\-]*$", strict=True)]
+
+SentimentLabel = Literal["negative", "neutral", "positive"]
+
+
+class SentimentRequest(Record):
+    """One headline to score for one ticker. Topic ``sentiment-requests``, keyed by ticker."""
+
+    request_id: Id = Field(description="Unique per headline and ticker, e.g. '<news_id>:<ticker>'.")
+    news_id: Id
+    ticker: Ticker
+    text: Annotated[str, Field(min_length=1, max_length=2048)] = Field(description="The headline (and a body prefix).")
+    news_ts: Timestamp = Field(description="When the news was published (epoch seconds): the event time.")
+    request_ts: Timestamp
+
+
+class SentimentResult(Record):
+    """A scored headline. Topic ``sentiment-results``, keyed by ticker."""
+
+    request_id: Id
+    news_id: Id
+    ticker: Ticker
+    label: SentimentLabel
+    score: float = Field(ge=-1.0, le=1.0, description="P(positive) - P(negative).")
+    probabilities: list[float] = Field(min_length=3, max_length=3, description="P(negative), P(neutral), P(positive).")
+    text: Annotated[str, Field(max_length=512)] = Field(description="The headline, cut to 512 characters.")
+    model: ModelInfo
+    news_ts: Timestamp
+    scored_ts: Timestamp

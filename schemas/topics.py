@@ -17,6 +17,8 @@ from schemas.records import (
     Recommendation,
     Record,
     ScoreRequest,
+    SentimentRequest,
+    SentimentResult,
     Trigger,
 )
 
@@ -50,7 +52,23 @@ DEAD_LETTERS = TopicSpec(
     "dead-letters", DeadLetter, "source_topic", "Rejected messages with original bytes and reason."
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (EVENTS, CATALOG, TRIGGERS, SCORE_REQUESTS, RECOMMENDATIONS, DEAD_LETTERS)
+SENTIMENT_REQUESTS = TopicSpec(
+    "sentiment-requests", SentimentRequest, "ticker", "Headlines to score -> scoring pools, keyed by ticker."
+)
+SENTIMENT_RESULTS = TopicSpec(
+    "sentiment-results", SentimentResult, "ticker", "Scored headlines from the scoring pools, keyed by ticker."
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    EVENTS,
+    CATALOG,
+    TRIGGERS,
+    SCORE_REQUESTS,
+    RECOMMENDATIONS,
+    DEAD_LETTERS,
+    SENTIMENT_REQUESTS,
+    SENTIMENT_RESULTS,
+)
 _CODECS: dict[str, JsonCodec[Any]] = {t.suffix: JsonCodec(t.record_type) for t in ALL_TOPICS}
 
 
@@ -86,6 +104,14 @@ class Topics:
     @property
     def dead_letters(self) -> str:
         return self.name(DEAD_LETTERS)
+
+    @property
+    def sentiment_requests(self) -> str:
+        return self.name(SENTIMENT_REQUESTS)
+
+    @property
+    def sentiment_results(self) -> str:
+        return self.name(SENTIMENT_RESULTS)
 
     def all(self) -> dict[str, TopicSpec]:
         return {self.name(t): t for t in ALL_TOPICS}

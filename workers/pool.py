@@ -33,8 +33,8 @@ from instructrec.watchdog import RESTART_EXIT_CODE, FeedWatchdog, Verdict
 from model.registry import ModelChoice, read_card
 from schemas.codec import dead_letter
 from schemas.exceptions import DecodeError
-from schemas.records import ModelInfo, Recommendation, ScoreRequest
-from schemas.topics import DEAD_LETTERS, RECOMMENDATIONS, SCORE_REQUESTS
+from schemas.records import ModelInfo, Recommendation, ScoreRequest, SentimentRequest, SentimentResult
+from schemas.topics import DEAD_LETTERS, RECOMMENDATIONS, SCORE_REQUESTS, SENTIMENT_REQUESTS, SENTIMENT_RESULTS
 from workers.batcher import MicroBatcher
 from workers.ranking import rank
 
@@ -53,7 +53,8 @@ class Rejected:
     detail: str
 
 
-Outcome = Recommendation | Rejected
+Outcome = Recommendation | SentimentResult | Rejected
+Request = ScoreRequest | SentimentRequest
 
 
 class ScoringWorker:
@@ -72,6 +73,7 @@ class ScoringWorker:
             FeedWatchdog(settings.feed_stall_s) if settings.feed_stall_s > 0 else None
         )
         self.model_lock = threading.Lock()  # one forward pass at a time (scoring or warming)
+        self.sentiment: Any = None  # model/sentiment.py SentimentModel, when configured
         self._delivery_errors: list[str] = []
         self.readiness = Readiness("broker", "model", "partitions")
 
@@ -112,6 +114,19 @@ class ScoringWorker:
             model_dir=str(choice.path),
             seconds=round(time.perf_counter() - started, 2),
         )
+
+    def _load_sentiment(self) -> Any:
+        """The headline sentiment model, when one is configured (model/sentiment.py)."""
+        if self.settings.sentiment_model_dir is None:
+            return None
+        from model.device import choose_device
+        from model.sentiment import load_sentiment
+
+        model = load_sentiment(self.settings.sentiment_model_dir, choose_device(self.settings.device, self.index))
+        model.predict(["warm-up"])
+        self.sentiment_info = ModelInfo(name="minilm-sentiment", version=model.version)
+        log.info("sentiment model loaded", version=model.version)
+        return model
 
     def _load_reranker(self, device: Any) -> Any:
         """The cross-encoder stage, where the device can afford it: on CUDA, or on CPU
@@ -154,10 +169,11 @@ class ScoringWorker:
             else None
         )
         self.load_model()
+        self.sentiment = self._load_sentiment()
         self.readiness.set("model", True, self.choice.version)
         if s.model_poll_s > 0:
             threading.Thread(target=self._watch_models, name="model-watch", daemon=True).start()
-        self.batcher: MicroBatcher[ScoreRequest, Outcome] = MicroBatcher(
+        self.batcher: MicroBatcher[Request, Outcome] = MicroBatcher(
             self.score_batch,
             max_cost=s.batch_max_pairs,
             max_wait_s=s.batch_max_wait_ms / 1000,
@@ -187,9 +203,10 @@ class ScoringWorker:
         self.consumer = Consumer(consumer_config(s, s.scoring_group, **client_id))
         self.producer = make_producer(s, **client_id, **{"linger.ms": 1})
         self.assigned_once = False
-        self.consumer.subscribe([s.topics.score_requests], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        topics = [s.topics.score_requests] + ([s.topics.sentiment_requests] if self.sentiment is not None else [])
+        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         probe.start()
-        log.info("scoring pool member started", group=s.scoring_group, topic=s.topics.score_requests, index=self.index)
+        log.info("scoring pool member started", group=s.scoring_group, topics=topics, index=self.index)
         paused: list[TopicPartition] = []
         starve = armed("pool.starve")  # tests only (instructrec/failpoints.py)
         watch_every = max(0.5, s.feed_stall_s / 4)
@@ -254,22 +271,79 @@ class ScoringWorker:
                 log.warning("consume error", error=str(error))
             return
         future: Future[Outcome]
+        sentiment = msg.topic() == self.settings.topics.sentiment_requests
+        spec = SENTIMENT_REQUESTS if sentiment else SCORE_REQUESTS
         try:
-            request = SCORE_REQUESTS.codec.decode(msg.value(), self.settings.max_message_bytes)
+            request = spec.codec.decode(msg.value(), self.settings.max_message_bytes)
         except DecodeError as exc:
             future = Future()
             future.set_result(Rejected(exc.reason, exc.detail))
         else:
-            # Cost in candidate pairs (plus the instruction itself), not requests.
-            future = self.batcher.submit(request, cost=1 + len(request.candidates))
+            # Cost in texts the model reads: candidate pairs plus the instruction; one headline.
+            cost = 1 + len(request.candidates) if isinstance(request, ScoreRequest) else 1
+            future = self.batcher.submit(request, cost=cost)
         self.inflight.append((msg, future))
         topic, partition, offset = _origin(msg)
         self.next_offset[(topic, partition)] = offset + 1
 
-    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Outcome]:
-        """The batcher's function: one forward pass for many requests. On CUDA out of
-        memory the batch is split in halves and retried; a request that fails alone is
-        rejected by itself."""
+    def score_batch(self, requests: Sequence[Request]) -> list[Outcome]:
+        """The batcher's function: score requests and headlines that arrived together,
+        each kind in one forward pass, answers in the order asked."""
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        recommend = [(i, r) for i, r in enumerate(requests) if isinstance(r, ScoreRequest)]
+        headlines = [(i, r) for i, r in enumerate(requests) if isinstance(r, SentimentRequest)]
+        if recommend:
+            for (i, _), outcome in zip(recommend, self.score_recommendations([r for _, r in recommend]), strict=True):
+                outcomes[i] = outcome
+        if headlines:
+            for (i, _), outcome in zip(headlines, self.score_sentiment([r for _, r in headlines]), strict=True):
+                outcomes[i] = outcome
+        return [o if o is not None else Rejected("scoring-failed", "no outcome") for o in outcomes]
+
+    def score_sentiment(self, requests: Sequence[SentimentRequest]) -> list[Outcome]:
+        """Headlines, one forward pass; a failing batch is split like a recommendation batch."""
+        try:
+            with self.model_lock:
+                predicted = self.sentiment.predict([r.text for r in requests])
+        except Exception as exc:
+            return self._split_failed(self.score_sentiment, requests, exc)
+        scored_ts = time.time()
+        return [
+            SentimentResult(
+                request_id=r.request_id,
+                news_id=r.news_id,
+                ticker=r.ticker,
+                label=label,  # type: ignore[arg-type]
+                score=max(-1.0, min(1.0, score)),
+                probabilities=probs,
+                text=r.text[:512],
+                model=self.sentiment_info,
+                news_ts=r.news_ts,
+                scored_ts=scored_ts,
+            )
+            for r, (label, score, probs) in zip(requests, predicted, strict=True)
+        ]
+
+    def _split_failed(self, score: Any, requests: Sequence[Any], exc: Exception) -> list[Outcome]:
+        """Out of memory, or one request the model cannot take: split the batch in halves
+        until the failing request is alone, so it alone is rejected."""
+        from model.device import is_out_of_memory, release_cached_memory
+
+        oom = is_out_of_memory(exc)
+        if oom:
+            release_cached_memory()
+        if len(requests) == 1:
+            reason = "out-of-memory" if oom else "scoring-failed"
+            log.error("request rejected by the model", reason=reason, error=repr(exc))
+            return [Rejected(reason, f"{type(exc).__name__}: {str(exc)[:300]}")]
+        half = len(requests) // 2
+        log.warning("batch failed; splitting it", requests=len(requests), out_of_memory=oom, error=repr(exc))
+        return list(score(requests[:half])) + list(score(requests[half:]))
+
+    def score_recommendations(self, requests: Sequence[ScoreRequest]) -> list[Outcome]:
+        """One forward pass for many score requests. On CUDA out of memory (or any failure)
+        the batch is split in halves and retried; a request that fails alone is rejected
+        by itself."""
         scorer, model, cross = self.active  # one version for the whole batch
         started = time.time()
         t0 = time.perf_counter()
@@ -294,20 +368,7 @@ class ScoringWorker:
                         max(self.settings.rerank_top_m, max(r.k for r in requests)),
                     )
         except Exception as exc:
-            # Out of memory, or one request the model cannot take: split the batch in
-            # halves until the failing request is alone, so it alone is rejected.
-            from model.device import is_out_of_memory, release_cached_memory
-
-            oom = is_out_of_memory(exc)
-            if oom:
-                release_cached_memory()
-            if len(requests) == 1:
-                reason = "out-of-memory" if oom else "scoring-failed"
-                log.error("request rejected by the model", reason=reason, error=repr(exc))
-                return [Rejected(reason, f"{type(exc).__name__}: {str(exc)[:300]}")]
-            half = len(requests) // 2
-            log.warning("batch failed; splitting it", requests=len(requests), out_of_memory=oom, error=repr(exc))
-            return self.score_batch(requests[:half]) + self.score_batch(requests[half:])
+            return self._split_failed(self.score_recommendations, requests, exc)
         score_ms = (time.perf_counter() - t0) * 1000
         return [
             rank(request, result, model, started_ts=started, score_ms=score_ms)
@@ -328,11 +389,12 @@ class ScoringWorker:
             if isinstance(outcome, Rejected):
                 self._dead_letter(msg, outcome.reason, outcome.detail)
             else:
-                value = RECOMMENDATIONS.codec.encode(outcome)
+                out = SENTIMENT_RESULTS if isinstance(outcome, SentimentResult) else RECOMMENDATIONS
+                value = out.codec.encode(outcome)
                 try:
                     self.producer.produce(
-                        self.settings.topics.recommendations,
-                        key=RECOMMENDATIONS.key_of(outcome),
+                        self.settings.topics.name(out),
+                        key=out.key_of(outcome),
                         value=value,
                         on_delivery=self._on_delivery,
                     )

@@ -4,7 +4,7 @@ import pytest
 
 from instructrec.settings import Settings
 from model.scorer import ScoredRequest
-from schemas.records import Candidate, ModelInfo, Recommendation, ScoreRequest
+from schemas.records import Candidate, ModelInfo, Recommendation, ScoreRequest, SentimentRequest, SentimentResult
 from workers.pool import Rejected, ScoringWorker
 
 MODEL = ModelInfo(name="fake", version="v0")
@@ -113,3 +113,48 @@ def test_a_trained_model_fuses_its_cosine_with_the_candidates_collaborative_feat
     worker.active = (FakeScorer(limit=8), MODEL, None)
     (plain,) = worker.score_batch([req])
     assert plain.items[0].item_id == "0"
+
+
+class FakeSentiment:
+    """'loss' reads negative, 'beat' positive, else neutral; 'poison' fails the batch."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def predict(self, texts):
+        self.calls.append(len(texts))
+        if any("poison" in t for t in texts):
+            raise ValueError("cannot read this")
+        out = []
+        for t in texts:
+            label = "negative" if "loss" in t else "positive" if "beat" in t else "neutral"
+            probs = {"negative": [0.8, 0.1, 0.1], "positive": [0.1, 0.1, 0.8], "neutral": [0.1, 0.8, 0.1]}[label]
+            out.append((label, probs[2] - probs[0], probs))
+        return out
+
+
+def headline(i: int, text: str) -> SentimentRequest:
+    return SentimentRequest(
+        request_id=f"n{i}:ABC", news_id=f"n{i}", ticker="ABC", text=text, news_ts=1.0, request_ts=2.0
+    )
+
+
+def test_headlines_and_score_requests_share_a_batch_and_keep_their_order(worker):
+    worker.active = (FakeScorer(limit=8), MODEL, None)
+    worker.sentiment = FakeSentiment()
+    worker.sentiment_info = ModelInfo(name="fake-sentiment", version="s0")
+    batch = [request(0), headline(1, "Q3 loss widens"), request(1), headline(2, "ABC beats estimates")]
+    out = worker.score_batch(batch)
+    assert [type(o) for o in out] == [Recommendation, SentimentResult, Recommendation, SentimentResult]
+    assert [o.request_id for o in out] == ["r0", "n1:ABC", "r1", "n2:ABC"]
+    assert (out[1].label, out[3].label) == ("negative", "positive")
+    assert out[1].score == pytest.approx(-0.7) and out[1].model.version == "s0"
+    assert worker.active[0].calls == [2] and worker.sentiment.calls == [2]  # one pass per kind
+
+
+def test_a_headline_the_model_cannot_read_is_rejected_alone(worker):
+    worker.sentiment = FakeSentiment()
+    worker.sentiment_info = ModelInfo(name="fake-sentiment", version="s0")
+    out = worker.score_batch([headline(i, "poison" if i == 2 else "plain news") for i in range(4)])
+    assert [type(o) for o in out] == [SentimentResult, SentimentResult, Rejected, SentimentResult]
+    assert out[2].reason == "scoring-failed"
