@@ -62,6 +62,13 @@ def cmd_stream_worker(args: argparse.Namespace) -> int:
     return run_stream_worker(_settings())
 
 
+def cmd_alerts_worker(args: argparse.Namespace) -> int:
+    _stop_quietly_until_serving()
+    from streams.worker import run_alerts_worker
+
+    return run_alerts_worker(_settings())
+
+
 def cmd_pool(args: argparse.Namespace) -> int:
     _stop_quietly_until_serving()
     from workers.pool import run_pool
@@ -288,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stream-worker", help="run one Faust stream worker (needs KAFKA_BOOTSTRAP_SERVERS)")
     p.set_defaults(func=cmd_stream_worker)
+
+    p = sub.add_parser(
+        "alerts-worker", help="run the financial alerts worker: news -> sentiment -> surges -> followers"
+    )
+    p.set_defaults(func=cmd_alerts_worker)
 
     p = sub.add_parser("pool", help="run a scoring pool: one process per GPU, else one CPU process")
     p.add_argument("--workers", type=int, default=None, help="number of member processes (default: one per GPU)")

@@ -154,6 +154,25 @@ class Settings(BaseSettings):
         "still not fed after as long again, the worker exits 75 to be restarted (0: not watched).",
     )
 
+    # --- Financial alerts (streams/alerts.py) ------------------------------------------
+    alerts_app_id: str = "instructrec-alerts"
+    alerts_web_port: int = 6068
+    alert_window_s: float = Field(
+        default=3600.0, gt=0, description="Tumbling window (event time) the surge rule reads."
+    )
+    alert_hop_s: float = Field(default=900.0, gt=0, description="Step of the hopping windows (size: alert_window_s).")
+    alert_baseline_windows: int = Field(default=12, ge=1, description="Trailing windows that make the baseline.")
+    alert_min_count: int = Field(default=5, ge=1, description="Headlines a window needs before it can fire.")
+    alert_min_negative_share: float = Field(default=0.5, ge=0, le=1)
+    alert_z: float = Field(default=3.0, description="Binomial z-score of the negative share against the baseline.")
+    alert_baseline_floor: float = Field(default=0.1, gt=0, lt=1, description="The baseline share is at least this.")
+    alert_lateness_s: float | None = Field(
+        default=None, ge=0, description="How late (event time) a headline may come; default one window."
+    )
+    alert_user_max: int = Field(default=3, ge=1, description="Alerts a user receives per alert_user_period_s at most.")
+    alert_user_period_s: float = Field(default=3600.0, gt=0)
+    alert_gather_ms: float = Field(default=200.0, ge=0, description="Alerts for a user gathered and ranked together.")
+
     # --- Data / logging --------------------------------------------------------------
     data_dir: Path = REPO_ROOT / ".data"
     log_format: Literal["console", "json"] = "console"

@@ -263,3 +263,79 @@ class SentimentResult(Record):
     model: ModelInfo
     news_ts: Timestamp
     scored_ts: Timestamp
+
+
+class NewsItem(Record):
+    """A news headline. Topic ``news``; keyed by its first ticker (any key works: the
+    alerts worker scores it once for each ticker it names)."""
+
+    news_id: Id
+    ts: Timestamp = Field(description="When it was published (epoch seconds): the event time of the windows.")
+    tickers: list[Ticker] = Field(min_length=1, max_length=20)
+    headline: Annotated[str, Field(min_length=1, max_length=512)]
+    body: Annotated[str, Field(max_length=20_000)] | None = None
+    source: Annotated[str, Field(max_length=128)] = ""
+
+    @property
+    def first_ticker(self) -> str:
+        return self.tickers[0]
+
+
+class Follow(Record):
+    """A user follows (or stops following) a ticker. Topic ``follows``, keyed by ticker."""
+
+    user_id: Id
+    ticker: Ticker
+    action: Literal["follow", "unfollow"] = "follow"
+    ts: Timestamp
+
+
+class AlertHeadline(BaseModel):
+    news_id: str
+    text: str
+    label: SentimentLabel
+    score: float
+    news_ts: float
+
+
+class WindowInfo(BaseModel):
+    kind: Literal["tumbling", "hopping"]
+    start: float
+    end: float
+    size_s: float
+
+
+class Alert(Record):
+    """A negative-sentiment surge on one ticker in one window. Topic ``alerts``, keyed by
+    ticker. One per (ticker, window): ``alert_id`` is ``<ticker>:<window start>``."""
+
+    alert_id: str
+    ticker: Ticker
+    window: WindowInfo
+    count: int = Field(description="Headlines in the window.")
+    mean_sentiment: float
+    negative_share: float
+    baseline_share: float = Field(description="Negative share of the trailing baseline windows.")
+    z: float = Field(description="One-sided binomial z-score of the window's share against the baseline.")
+    reason: str
+    trend: list[dict[str, float]] = Field(
+        default_factory=list, description="The hopping windows over the same span: start, count, mean, share."
+    )
+    headlines: list[AlertHeadline] = Field(
+        description="The negative headlines that drove it, most negative first (at most 5)."
+    )
+    model: ModelInfo
+    ts: Timestamp = Field(description="When the alert was raised.")
+
+
+class UserAlert(Record):
+    """An alert delivered to one follower of its ticker. Topic ``user-alerts``, keyed by
+    user id. ``rank`` orders the alerts delivered to the user together (1: most severe)."""
+
+    user_id: Id
+    alert_id: str
+    ticker: Ticker
+    rank: int = Field(ge=1)
+    severity: float = Field(description="The alert's z-score.")
+    alert: Alert
+    delivered_ts: Timestamp

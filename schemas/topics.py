@@ -11,15 +11,19 @@ from typing import Any
 
 from schemas.codec import JsonCodec
 from schemas.records import (
+    Alert,
     CatalogItem,
     DeadLetter,
     Event,
+    Follow,
+    NewsItem,
     Recommendation,
     Record,
     ScoreRequest,
     SentimentRequest,
     SentimentResult,
     Trigger,
+    UserAlert,
 )
 
 
@@ -59,6 +63,14 @@ SENTIMENT_RESULTS = TopicSpec(
     "sentiment-results", SentimentResult, "ticker", "Scored headlines from the scoring pools, keyed by ticker."
 )
 
+NEWS = TopicSpec("news", NewsItem, "first_ticker", "Financial news headlines, keyed by their first ticker.")
+FOLLOWS = TopicSpec("follows", Follow, "ticker", "Users following or unfollowing tickers, keyed by ticker.")
+ALERTS = TopicSpec("alerts", Alert, "ticker", "Negative-sentiment surges, one per ticker and window, keyed by ticker.")
+ALERT_DELIVERIES = TopicSpec(
+    "alert-deliveries", UserAlert, "user_id", "Internal: an alert for each follower, keyed by user (rate limits)."
+)
+USER_ALERTS = TopicSpec("user-alerts", UserAlert, "user_id", "Alerts delivered to followers, keyed by user id.")
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     EVENTS,
     CATALOG,
@@ -68,6 +80,11 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     DEAD_LETTERS,
     SENTIMENT_REQUESTS,
     SENTIMENT_RESULTS,
+    NEWS,
+    FOLLOWS,
+    ALERTS,
+    ALERT_DELIVERIES,
+    USER_ALERTS,
 )
 _CODECS: dict[str, JsonCodec[Any]] = {t.suffix: JsonCodec(t.record_type) for t in ALL_TOPICS}
 
@@ -112,6 +129,26 @@ class Topics:
     @property
     def sentiment_results(self) -> str:
         return self.name(SENTIMENT_RESULTS)
+
+    @property
+    def news(self) -> str:
+        return self.name(NEWS)
+
+    @property
+    def follows(self) -> str:
+        return self.name(FOLLOWS)
+
+    @property
+    def alerts(self) -> str:
+        return self.name(ALERTS)
+
+    @property
+    def alert_deliveries(self) -> str:
+        return self.name(ALERT_DELIVERIES)
+
+    @property
+    def user_alerts(self) -> str:
+        return self.name(USER_ALERTS)
 
     def all(self) -> dict[str, TopicSpec]:
         return {self.name(t): t for t in ALL_TOPICS}

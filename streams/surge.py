@@ -10,8 +10,9 @@ floored so that a ticker with no negative headline in its past does not fire on 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,64 @@ def judge_surge(current: WindowStats, baseline: Sequence[WindowStats], rule: Sur
     if z < rule.z_threshold:
         return SurgeVerdict(False, z, pooled, f"z {z:.2f} < {rule.z_threshold}")
     return SurgeVerdict(True, z, pooled, f"negative share {share:.2f} vs baseline {pooled:.2f}: z {z:.2f}")
+
+
+# --- window values as the alerts worker's tables hold them (JSON) -----------------------------
+
+WORST_KEPT = 5  # the most negative headlines a window keeps as evidence
+
+
+def merge_headline(value: dict | None, headline: dict) -> dict:
+    """Add one scored headline (``{news_id, text, label, score, news_ts}``) to a window's
+    value ``{count, score_sum, negatives, worst}``; a pure function for Faust's
+    windowed ``apply``."""
+    value = value or {}
+    worst = [*value.get("worst", []), headline]
+    worst.sort(key=lambda h: (h["score"], h["news_id"]))
+    return {
+        "count": int(value.get("count", 0)) + 1,
+        "score_sum": float(value.get("score_sum", 0.0)) + float(headline["score"]),
+        "negatives": int(value.get("negatives", 0)) + int(headline["label"] == "negative"),
+        "worst": worst[:WORST_KEPT],
+    }
+
+
+def stats_of(value: dict | None) -> WindowStats:
+    value = value or {}
+    return WindowStats(int(value.get("count", 0)), float(value.get("score_sum", 0.0)), int(value.get("negatives", 0)))
+
+
+# --- per-user delivery -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    deliver: list  # the alerts to send now, most severe first (their rank is their position + 1)
+    suppressed: list  # over the user's budget: not sent
+    sent_ts: list[float]  # the user's delivery times to keep
+
+
+def plan_delivery(
+    alerts: Sequence,
+    severity: Callable[[Any], float],
+    ident: Callable[[Any], str],
+    sent_ts: Sequence[float],
+    delivered_ids: Sequence[str],
+    now: float,
+    max_per_period: int,
+    period_s: float,
+) -> Delivery:
+    """Rank the alerts gathered for one user (most severe first; already delivered ids
+    dropped, duplicates once) and deliver as many as the user's budget allows: at most
+    ``max_per_period`` in any ``period_s``."""
+    recent = [t for t in sent_ts if t > now - period_s]
+    seen = set(delivered_ids)
+    fresh = []
+    for alert in alerts:
+        if ident(alert) not in seen:
+            seen.add(ident(alert))
+            fresh.append(alert)
+    fresh.sort(key=lambda a: (-severity(a), ident(a)))
+    budget = max(0, max_per_period - len(recent))
+    deliver, suppressed = fresh[:budget], fresh[budget:]
+    return Delivery(deliver, suppressed, recent + [now] * len(deliver))

@@ -62,3 +62,17 @@ def run_stream_worker(settings: Settings) -> int:
     if worker_state.restart_requested:  # the feed watchdog gave up: ask the supervisor for a restart
         return RESTART_EXIT_CODE
     return 0
+
+
+def run_alerts_worker(settings: Settings) -> int:
+    """The financial alerts worker (streams/alerts.py): its own Faust app and web port."""
+    from streams.alerts import build_alerts_worker
+
+    configure_logging(settings.log_format, settings.log_level, component="alerts-worker")
+    wait_for_broker_first(settings.model_copy(update={"web_port": settings.alerts_web_port}))
+    state = build_alerts_worker(settings)
+    get_logger(__name__).info("alerts worker starting", app_id=state.app.conf.id, prefix=settings.topic_prefix)
+    faust_level = "INFO" if settings.log_level.upper() == "DEBUG" else settings.log_level
+    worker = _Worker(state.app, loglevel=faust_level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()  # returns via SystemExit when stopped
+    return 0

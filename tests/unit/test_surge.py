@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.surge import SurgeRule, WindowStats, judge_surge
+from streams.surge import SurgeRule, WindowStats, judge_surge, merge_headline, plan_delivery, stats_of
 
 
 def window(negatives: int, others: int, score: float = 0.0) -> WindowStats:
@@ -65,3 +65,46 @@ def test_more_negative_headlines_never_make_a_surge_less_likely(negatives, other
     after = judge_surge(window(negatives + extra, others), CALM, rule)
     assert after.z >= before.z - 1e-9 or before.reason.startswith(f"{negatives + others} headlines")
     assert after.fired or not before.fired
+
+
+def _h(news_id: str, score: float, label: str = "neutral") -> dict:
+    return {"news_id": news_id, "text": news_id, "label": label, "score": score, "news_ts": 1.0}
+
+
+def test_a_window_value_counts_and_keeps_the_most_negative_headlines():
+    value: dict | None = None
+    for i, score in enumerate([0.5, -0.9, 0.1, -0.2, -0.95, 0.3, -0.5, 0.0]):
+        value = merge_headline(value, _h(f"n{i}", score, "negative" if score < -0.4 else "neutral"))
+    assert value is not None
+    assert stats_of(value) == WindowStats(count=8, score_sum=pytest.approx(-1.65), negatives=3)
+    assert [h["news_id"] for h in value["worst"]] == ["n4", "n1", "n6", "n3", "n7"]
+    assert stats_of(None) == WindowStats()
+
+
+def test_delivery_ranks_by_severity_and_keeps_the_budget():
+    alerts = [("a", 3.5), ("b", 9.0), ("c", 5.0), ("b", 9.0)]  # b twice (redelivered)
+    plan = plan_delivery(
+        alerts,
+        severity=lambda a: a[1],
+        ident=lambda a: a[0],
+        sent_ts=[],
+        delivered_ids=[],
+        now=100.0,
+        max_per_period=2,
+        period_s=60.0,
+    )
+    assert plan.deliver == [("b", 9.0), ("c", 5.0)] and plan.suppressed == [("a", 3.5)]
+    assert plan.sent_ts == [100.0, 100.0]
+    # One sent 30 s ago still counts, one 90 s ago does not; ids already delivered are dropped.
+    later = plan_delivery(
+        [("d", 1.0), ("b", 9.0), ("e", 2.0)],
+        severity=lambda a: a[1],
+        ident=lambda a: a[0],
+        sent_ts=[10.0, 70.0],
+        delivered_ids=["b"],
+        now=100.0,
+        max_per_period=2,
+        period_s=60.0,
+    )
+    assert later.deliver == [("e", 2.0)] and later.suppressed == [("d", 1.0)]
+    assert later.sent_ts == [70.0, 100.0]

@@ -1,0 +1,189 @@
+"""Financial alerts end to end through the broker (streams/alerts.py): news -> the pool's
+sentiment scoring -> per-ticker windows -> surge -> alert -> followers.
+
+A scripted replay in event time (60 s windows): six calm windows for every ticker, then a
+planted negative surge on AAA (and on DDD and EEE, which compete for one user). Checked:
+exactly one alert per surge window and ticker, none for the calm tickers (BBB, CCC); the
+followers of AAA get it and nobody else does; a user over budget gets the most severe of
+the competing alerts; a headline later than one window is dead-lettered ``too-late``, one
+a little out of order is counted in its own window without firing anything.
+
+Real parts: the broker, the pool and alerts processes, MiniLM fine-tuned here for a few
+epochs. The headlines are picked by what that model says (negative with high confidence,
+or clearly not negative), so this test checks the pipeline, not the model's accuracy
+(tests/model/test_sentiment_model.py does that)."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import orjson
+import pytest
+
+from instructrec.broker import free_port
+from instructrec.chaos import read_topic
+from instructrec.kafka import create_topics, make_producer
+from instructrec.runner import Processes
+from model.scorer import default_model_dir
+from model.sentiment import (
+    FinetuneConfig,
+    finetune,
+    load_headlines,
+    load_sentiment,
+    save_sentiment,
+    split_headlines,
+)
+from schemas.records import Follow, NewsItem
+from schemas.topics import ALERTS, DEAD_LETTERS, FOLLOWS, NEWS, USER_ALERTS
+from tests.integration.conftest import env_for, make_settings, tail_logs
+
+pytestmark = pytest.mark.integration
+
+W = 60.0
+T0 = 1_700_000_000.0 - 1_700_000_000.0 % W  # a window boundary
+
+
+@pytest.fixture(scope="module")
+def model_and_headlines(tmp_path_factory):
+    train, _ = split_headlines(load_headlines())
+    encoder, head, info = finetune(train, default_model_dir(), FinetuneConfig(epochs=4), log=lambda *_: None)
+    out = tmp_path_factory.mktemp("sentiment") / "v-alerts"
+    card = {"kind": "sentiment", "version": "v-alerts", "dim": 384, "max_length": 64, "training": info}
+    save_sentiment(encoder, head, out, card)
+    model = load_sentiment(out)
+    rows = load_headlines()
+    predicted = model.predict([r.text for r in rows])
+    negative = [r.text for r, (label, _, p) in zip(rows, predicted, strict=True) if label == "negative" and p[0] > 0.9]
+    calm = [r.text for r, (label, _, p) in zip(rows, predicted, strict=True) if label != "negative" and p[0] < 0.05]
+    assert len(negative) >= 60 and len(calm) >= 150, (len(negative), len(calm))
+    return out, negative, calm
+
+
+def test_a_planted_surge_alerts_its_followers_once(broker, tmp_path, model_and_headlines):
+    model_dir, negative, calm = model_and_headlines
+    settings = make_settings(broker, tmp_path, partitions=2, alerts_web_port=free_port())
+    create_topics(settings)
+    env = {
+        **env_for(settings),
+        "INSTRUCTREC_SENTIMENT_MODEL_DIR": str(model_dir),
+        "INSTRUCTREC_ALERTS_WEB_PORT": str(settings.alerts_web_port),
+        "INSTRUCTREC_ALERT_WINDOW_S": str(W),
+        "INSTRUCTREC_ALERT_HOP_S": str(W / 2),
+        "INSTRUCTREC_ALERT_BASELINE_WINDOWS": "6",
+        "INSTRUCTREC_ALERT_MIN_COUNT": "5",
+        "INSTRUCTREC_ALERT_USER_MAX": "1",
+        "INSTRUCTREC_ALERT_GATHER_MS": "5000",
+    }
+    neg, ok = iter(negative * 3), iter(calm * 3)
+    news: list[NewsItem] = []
+
+    def headline(ticker: str, ts: float, bad: bool) -> NewsItem:
+        item = NewsItem(
+            news_id=f"{ticker}-{len(news)}", ts=ts, tickers=[ticker], headline=next(neg) if bad else next(ok)
+        )
+        news.append(item)
+        return item
+
+    # Six calm windows for every ticker: 6 headlines each, the 4th negative (share 1/6).
+    for w in range(6):
+        for ticker in ("AAA", "BBB", "CCC", "DDD", "EEE"):
+            for j in range(6):
+                headline(ticker, T0 + w * W + 2 + j * 8, j == 3)
+    surge_start = T0 + 6 * W
+    for j in range(12):  # AAA: 10 of 12 negative, then 4 more negatives in the same window
+        headline("AAA", surge_start + 1 + j * 3, j not in (0, 6))
+    for j in range(4):
+        headline("AAA", surge_start + 40 + j, True)
+    for j in range(10):
+        headline("DDD", surge_start + 1 + j * 3, True)  # 10 of 10: the more severe
+        headline("EEE", surge_start + 1 + j * 3, j >= 3)  # 7 of 10
+    for ticker in ("BBB", "CCC"):
+        for j in range(6):
+            headline(ticker, surge_start + 2 + j * 8, j == 3)
+    late = headline("BBB", T0 + 2 * W + 5, True)  # 4 windows behind BBB's newest: too late
+    out_of_order = headline("AAA", surge_start - 5, True)  # 50 s behind AAA's newest: counted
+
+    follows = [
+        Follow(user_id=user, ticker=ticker, ts=T0)
+        for user, ticker in [
+            ("u1", "AAA"),
+            ("u2", "BBB"),
+            ("u3", "AAA"),
+            ("u3", "BBB"),
+            ("u4", "CCC"),
+            ("u5", "DDD"),
+            ("u5", "EEE"),
+        ]
+    ]
+    procs = Processes(env, tmp_path / "logs")
+    try:
+        procs.start("scoring-pool", "pool")
+        procs.start("alerts-worker", "alerts-worker")
+        producer = make_producer(settings)
+        for f in follows:
+            producer.produce(settings.topics.follows, key=FOLLOWS.key_of(f), value=FOLLOWS.codec.encode(f))
+        producer.flush(30)
+        for item in news:
+            producer.produce(settings.topics.news, key=NEWS.key_of(item), value=NEWS.codec.encode(item))
+        bad_news = {
+            b"<html>not news</html>": "invalid-json",
+            b'{"news_id": "x", "ts": 1, "tickers": ["aaa"], "headline": "h"}': "invalid-record",
+        }
+        for value in bad_news:
+            producer.produce(settings.topics.news, key=b"AAA", value=value)
+        assert producer.flush(30) == 0
+        deadline = time.monotonic() + 180
+        delivered: list[dict] = []
+        while time.monotonic() < deadline:
+            delivered = [
+                orjson.loads(m.value()) for ms in read_topic(settings, settings.topics.user_alerts).values() for m in ms
+            ]
+            if {d["user_id"] for d in delivered} >= {"u1", "u3", "u5"}:
+                break
+            time.sleep(2)
+        time.sleep(8)  # anything that should not come has had time to
+        alerts = [
+            ALERTS.codec.decode(m.value()) for ms in read_topic(settings, settings.topics.alerts).values() for m in ms
+        ]
+        delivered = [
+            USER_ALERTS.codec.decode(m.value())
+            for ms in read_topic(settings, settings.topics.user_alerts).values()
+            for m in ms
+        ]
+        letters = [
+            DEAD_LETTERS.codec.decode(m.value())
+            for ms in read_topic(settings, settings.topics.dead_letters).values()
+            for m in ms
+        ]
+    finally:
+        codes = procs.stop()
+    assert codes == {"scoring-pool": 0, "alerts-worker": 0}, tail_logs(procs)
+    logs = tail_logs(procs, 60)
+    # Exactly one alert per surge window and ticker; none for the calm tickers.
+    assert sorted(a.ticker for a in alerts) == ["AAA", "DDD", "EEE"], (alerts, logs)
+    by_ticker = {a.ticker: a for a in alerts}
+    aaa = by_ticker["AAA"]
+    assert aaa.alert_id == f"AAA:{int(surge_start)}" and aaa.window.start == surge_start
+    assert aaa.negative_share >= 0.5 and aaa.count >= 5 and aaa.z >= 3.0
+    assert aaa.headlines and all(h.label == "negative" for h in aaa.headlines)
+    assert aaa.trend and all(t["count"] > 0 for t in aaa.trend)
+    assert by_ticker["DDD"].z > by_ticker["EEE"].z
+    # Followers get it, non-followers do not; u5 (budget 1) gets the more severe of two.
+    got = sorted((d.user_id, d.alert_id, d.rank) for d in delivered)
+    assert got == [
+        ("u1", f"AAA:{int(surge_start)}", 1),
+        ("u3", f"AAA:{int(surge_start)}", 1),
+        ("u5", f"DDD:{int(surge_start)}", 1),
+    ], (got, logs)
+    # The late headline is dead-lettered with its bytes and reason; the out-of-order one is not.
+    too_late = [d for d in letters if d.reason == "too-late"]
+    assert len(too_late) == 1, letters
+    assert orjson.loads(base64.b64decode(too_late[0].value_b64))["news_id"] == late.news_id
+    assert too_late[0].source_topic == settings.topics.sentiment_results
+    assert all(out_of_order.news_id not in base64.b64decode(d.value_b64).decode() for d in letters)
+    # Bad news is dead-lettered with its bytes and where it came from.
+    from_news = {base64.b64decode(d.value_b64): d for d in letters if d.source_topic == settings.topics.news}
+    assert {v: from_news[v].reason for v in bad_news} == bad_news
+    log = (tmp_path / "logs" / "alerts-worker.log").read_text()
+    assert "alerts suppressed: user over budget" in log
