@@ -37,16 +37,24 @@ from model.recall import ItemGraph
 from schemas.codec import JsonCodec, check_not_future, dead_letter, decode_events
 from schemas.exceptions import DecodeError
 from schemas.records import (
+    Alert,
+    AlertHeadline,
     Candidate,
     CatalogItem,
     Event,
+    Follow,
     HistoryItem,
     ModelInfo,
+    NewsItem,
     RankedItem,
     Recommendation,
     ScoreRequest,
+    SentimentRequest,
+    SentimentResult,
     Timings,
     Trigger,
+    UserAlert,
+    WindowInfo,
 )
 from schemas.topics import ALL_TOPICS, DEAD_LETTERS, EVENTS, SCORE_REQUESTS, TRIGGERS, TopicSpec
 from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_score_request
@@ -162,7 +170,90 @@ dead_letter_args = st.fixed_dictionaries(
 )
 dead_letters = dead_letter_args.map(lambda kw: dead_letter(**kw))
 
+tickers = st.from_regex(r"[A-Z0-9][A-Z0-9.\-]{0,15}", fullmatch=True)
+models = st.builds(ModelInfo, name=texts, version=texts)
+sentiment_requests = st.builds(
+    SentimentRequest,
+    request_id=ids,
+    news_id=ids,
+    ticker=tickers,
+    text=st.text(min_size=1, max_size=60),
+    news_ts=non_negative,
+    request_ts=non_negative,
+)
+probabilities = st.lists(st.floats(0, 1), min_size=3, max_size=3)
+sentiment_results = st.builds(
+    SentimentResult,
+    request_id=ids,
+    news_id=ids,
+    ticker=tickers,
+    label=st.sampled_from(["negative", "neutral", "positive"]),
+    score=st.floats(-1, 1),
+    probabilities=probabilities,
+    text=texts,
+    model=models,
+    news_ts=non_negative,
+    scored_ts=non_negative,
+)
+news_items = st.builds(
+    NewsItem,
+    news_id=ids,
+    ts=non_negative,
+    tickers=st.lists(tickers, min_size=1, max_size=4),
+    headline=st.text(min_size=1, max_size=60),
+    body=maybe(texts),
+    source=texts,
+)
+follows = st.builds(
+    Follow, user_id=ids, ticker=tickers, action=st.sampled_from(["follow", "unfollow"]), ts=non_negative
+)
+alert_records = st.builds(
+    Alert,
+    alert_id=ids,
+    ticker=tickers,
+    window=st.builds(
+        WindowInfo, kind=st.sampled_from(["tumbling", "hopping"]), start=finite, end=finite, size_s=finite
+    ),
+    count=st.integers(0, 10**6),
+    mean_sentiment=finite,
+    negative_share=finite,
+    baseline_share=finite,
+    z=finite,
+    reason=texts,
+    trend=st.lists(st.dictionaries(st.sampled_from(["start", "count", "mean", "share"]), finite), max_size=2),
+    headlines=st.lists(
+        st.builds(
+            AlertHeadline,
+            news_id=ids,
+            text=texts,
+            label=st.sampled_from(["negative", "neutral", "positive"]),
+            score=finite,
+            news_ts=finite,
+        ),
+        max_size=3,
+    ),
+    model=models,
+    ts=non_negative,
+)
+user_alerts = st.builds(
+    UserAlert,
+    user_id=ids,
+    alert_id=ids,
+    ticker=tickers,
+    rank=st.integers(1, 100),
+    severity=finite,
+    alert=alert_records,
+    delivered_ts=non_negative,
+)
+
 RECORDS: dict[str, st.SearchStrategy[Any]] = {
+    "sentiment-requests": sentiment_requests,
+    "sentiment-results": sentiment_results,
+    "news": news_items,
+    "follows": follows,
+    "alerts": alert_records,
+    "alert-deliveries": user_alerts,
+    "user-alerts": user_alerts,
     "events": events,
     "catalog": catalog_items,
     "triggers": trigger_records,
