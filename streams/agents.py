@@ -287,30 +287,7 @@ class StreamWorker:
 
     async def _dead_letter(self, message: Message | Origin, reason: str, detail: str) -> None:
         self.counters.dead_letters[reason] = self.counters.dead_letters.get(reason, 0) + 1
-        record = dead_letter(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            reason=reason,
-            detail=detail,
-            component=COMPONENT,
-            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-        )
-        log.warning(
-            "dead letter",
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            reason=reason,
-            detail=detail[:200],
-        )
-        key = message.key[:DEAD_LETTER_KEY_MAX] if message.key is not None else None
-        try:
-            await self.dead_topic.send(key=key, value=DEAD_LETTERS.codec.encode(record))
-        except Exception as exc:  # never let one bad message take the agent (and its batch) down
-            log.error("dead letter could not be written", reason=reason, offset=message.offset, error=repr(exc))
+        await send_dead_letter(self.dead_topic, message, reason, detail, COMPONENT)
 
     async def _on_activity(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         s = self.settings
@@ -702,6 +679,36 @@ class StreamWorker:
         """Newest catalog items first (the replica keeps first-seen order). A generator: the
         catalog is only walked when recall runs short (cold system)."""
         yield from reversed(list(self.catalog.items))
+
+
+async def send_dead_letter(topic: Any, message: Message | Origin, reason: str, detail: str, component: str) -> None:
+    """Write ``message`` (its original bytes and origin) to the dead-letter ``topic``,
+    with the reason; a failure to write is logged, never raised (one bad message must not
+    take an agent and its batch down)."""
+    record = dead_letter(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        reason=reason,
+        detail=detail,
+        component=component,
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+    )
+    log.warning(
+        "dead letter",
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        reason=reason,
+        detail=detail[:200],
+    )
+    key = message.key[:DEAD_LETTER_KEY_MAX] if message.key is not None else None
+    try:
+        await topic.send(key=key, value=DEAD_LETTERS.codec.encode(record))
+    except Exception as exc:
+        log.error("dead letter could not be written", reason=reason, offset=message.offset, error=repr(exc))
 
 
 async def flush_producer(app: faust.App) -> None:

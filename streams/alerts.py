@@ -35,7 +35,6 @@ from faust.types import Message
 
 from instructrec.logs import get_logger
 from instructrec.settings import Settings
-from schemas.codec import dead_letter
 from schemas.exceptions import DecodeError
 from schemas.records import (
     Alert,
@@ -48,14 +47,13 @@ from schemas.records import (
 from schemas.topics import (
     ALERT_DELIVERIES,
     ALERTS,
-    DEAD_LETTERS,
     FOLLOWS,
     NEWS,
     SENTIMENT_REQUESTS,
     SENTIMENT_RESULTS,
     USER_ALERTS,
 )
-from streams.agents import _RAW, DEAD_LETTER_KEY_MAX
+from streams.agents import _RAW, send_dead_letter
 from streams.surge import SurgeRule, judge_surge, merge_headline, plan_delivery, stats_of
 
 log = get_logger(__name__)
@@ -326,23 +324,7 @@ class AlertsWorker:
 
     async def _dead_letter(self, message: Message, reason: str, detail: str) -> None:
         self.counters.dead_letters[reason] = self.counters.dead_letters.get(reason, 0) + 1
-        record = dead_letter(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            reason=reason,
-            detail=detail,
-            component=COMPONENT,
-            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-        )
-        log.warning("dead letter", topic=message.topic, offset=message.offset, reason=reason, detail=detail[:200])
-        key = message.key[:DEAD_LETTER_KEY_MAX] if message.key is not None else None
-        try:
-            await self.dead_topic.send(key=key, value=DEAD_LETTERS.codec.encode(record))
-        except Exception as exc:  # one bad message never takes the agent down
-            log.error("dead letter could not be written", reason=reason, error=repr(exc))
+        await send_dead_letter(self.dead_topic, message, reason, detail, COMPONENT)
 
     async def _log_counters(self, *_args: Any, **_kwargs: Any) -> None:
         log.info("alerts worker stopping", **asdict(self.counters))
