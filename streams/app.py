@@ -18,7 +18,10 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from instructrec.failpoints import armed, starving
+from instructrec.logs import get_logger
 from instructrec.settings import Settings
+
+_log = get_logger(__name__)
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -57,10 +60,9 @@ class _Consumer(faust_aiokafka.Consumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         commit_every = self._commit_every
         since_yield = 0
+        user_topics: frozenset[str] = getattr(self.app, "user_topics", frozenset())
         # tests only (instructrec/failpoints.py): drop the user topics' records unseen
-        starve_topics: frozenset[str] = (
-            getattr(self.app, "user_topics", frozenset()) if armed("stream.starve") else frozenset()
-        )
+        starve_topics = user_topics if armed("stream.starve") else frozenset()
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -79,7 +81,19 @@ class _Consumer(faust_aiokafka.Consumer):
                     read = get_read_offset(tp)
                     if read is not None and offset < read:
                         continue  # already delivered
+                    if read is None and message.topic in user_topics:
+                        # Evidence for the embedded broker's skipped records (README): where
+                        # each partition's reading starts after an assignment.
+                        _log.info("first record read", topic=tp.topic, partition=tp.partition, offset=offset)
                     if read and offset - read > 1 and acks_enabled_for(message.topic):
+                        if message.topic in user_topics:  # no transactions here: a gap means lost records
+                            _log.warning(
+                                "offset gap: records skipped by the fetch",
+                                topic=tp.topic,
+                                partition=tp.partition,
+                                after=read,
+                                got=offset,
+                            )
                         await self._add_gap(tp, read + 1, offset)
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0

@@ -10,6 +10,7 @@ from model.device import choose_device
 COMMANDS = [
     "run",
     "stream-worker",
+    "alerts-worker",
     "pool",
     "replay",
     "trigger",
