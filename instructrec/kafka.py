@@ -106,7 +106,7 @@ def high_watermarks(
     for topic, partition in partitions:
         try:
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
-        except KafkaException:
+        except (KafkaException, RuntimeError):  # RuntimeError: the client was closed (shutdown)
             high = None
         ends[(topic, partition)] = high if high is not None and high >= 0 else None
     return ends

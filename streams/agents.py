@@ -177,6 +177,8 @@ class StreamWorker:
     readiness: Readiness = field(default_factory=lambda: Readiness("broker", "partitions", "catalog"))
     # Set when the feed watchdog gave up on a partition: the worker stops and exits 75.
     restart_requested: bool = False
+    # The feed watchdog's offsets client (confluent Consumer, created on first use).
+    _end_client: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         s, t = self.settings, self.settings.topics
@@ -442,6 +444,9 @@ class StreamWorker:
         self.catalog.stop()
         if getattr(self, "probe", None) is not None:
             self.probe.stop.set()
+        if self._end_client is not None:
+            self._end_client.close()
+            self._end_client = None
 
     async def _catalog_loaded(self, timeout: float = 120.0) -> None:
         """Triggers are planned against the catalog: wait until this worker has read it."""
@@ -516,7 +521,7 @@ class StreamWorker:
                 return
 
     def _high_watermarks(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
-        if getattr(self, "_end_client", None) is None:
+        if self._end_client is None:
             from confluent_kafka import Consumer
 
             self._end_client = Consumer(

@@ -106,3 +106,18 @@ def user_traffic(dataset, tag: str, users: int = 10, per_user: int = 5):
         for x in xs[:per_user]
     ]
     return events, [Trigger(request_id=f"{tag}-{u}", user_id=u, ts=time.time(), k=5) for u in by_user]
+
+
+@pytest.fixture(scope="session")
+def sentiment_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A headline sentiment version for the pools in the integration tests: MiniLM
+    fine-tuned for 4 epochs on the training headlines (its quality is measured in
+    tests/model/test_sentiment_model.py, not here)."""
+    from model.scorer import default_model_dir
+    from model.sentiment import FinetuneConfig, finetune, load_headlines, save_sentiment, split_headlines
+
+    train, _ = split_headlines(load_headlines())
+    encoder, head, info = finetune(train, default_model_dir(), FinetuneConfig(epochs=4), log=lambda *_: None)
+    out = tmp_path_factory.mktemp("sentiment") / "v-test"
+    card = {"kind": "sentiment", "version": "v-test", "dim": 384, "max_length": 64, "training": info}
+    return save_sentiment(encoder, head, out, card)

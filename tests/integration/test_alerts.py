@@ -8,8 +8,8 @@ followers of AAA get it and nobody else does; a user over budget gets the most s
 the competing alerts; a headline later than one window is dead-lettered ``too-late``, one
 a little out of order is counted in its own window without firing anything.
 
-Real parts: the broker, the pool and alerts processes, MiniLM fine-tuned here for a few
-epochs. The headlines are picked by what that model says (negative with high confidence,
+Real parts: the broker, the pool and alerts processes, MiniLM fine-tuned for a few epochs
+(tests/integration/conftest.py). The headlines are picked by what that model says (negative with high confidence,
 or clearly not negative), so this test checks the pipeline, not the model's accuracy
 (tests/model/test_sentiment_model.py does that)."""
 
@@ -25,14 +25,9 @@ from instructrec.broker import free_port
 from instructrec.chaos import read_topic
 from instructrec.kafka import create_topics, make_producer
 from instructrec.runner import Processes
-from model.scorer import default_model_dir
 from model.sentiment import (
-    FinetuneConfig,
-    finetune,
     load_headlines,
     load_sentiment,
-    save_sentiment,
-    split_headlines,
 )
 from schemas.records import Follow, NewsItem
 from schemas.topics import ALERTS, DEAD_LETTERS, FOLLOWS, NEWS, USER_ALERTS
@@ -45,12 +40,8 @@ T0 = 1_700_000_000.0 - 1_700_000_000.0 % W  # a window boundary
 
 
 @pytest.fixture(scope="module")
-def model_and_headlines(tmp_path_factory):
-    train, _ = split_headlines(load_headlines())
-    encoder, head, info = finetune(train, default_model_dir(), FinetuneConfig(epochs=4), log=lambda *_: None)
-    out = tmp_path_factory.mktemp("sentiment") / "v-alerts"
-    card = {"kind": "sentiment", "version": "v-alerts", "dim": 384, "max_length": 64, "training": info}
-    save_sentiment(encoder, head, out, card)
+def model_and_headlines(sentiment_model_dir):
+    out = sentiment_model_dir
     model = load_sentiment(out)
     rows = load_headlines()
     predicted = model.predict([r.text for r in rows])

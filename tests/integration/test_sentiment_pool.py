@@ -2,7 +2,7 @@
 consumes ``sentiment-requests`` beside ``score-requests``, in the same batches, and
 publishes ``sentiment-results`` keyed by ticker; bad requests are dead-lettered.
 
-Real parts: the broker, the pool process, MiniLM fine-tuned here for one epoch (the
+Real parts: the broker, the pool process, MiniLM fine-tuned for a few epochs (tests/integration/conftest.py) (the
 model's quality is measured in tests/model/test_sentiment_model.py, not here)."""
 
 from __future__ import annotations
@@ -15,22 +15,11 @@ import pytest
 from instructrec.chaos import read_topic
 from instructrec.kafka import create_topics, make_producer
 from instructrec.runner import Processes
-from model.scorer import default_model_dir
-from model.sentiment import FinetuneConfig, finetune, load_headlines, save_sentiment, split_headlines
 from schemas.records import Candidate, DeadLetter, ScoreRequest, SentimentRequest, SentimentResult
 from schemas.topics import DEAD_LETTERS, SCORE_REQUESTS, SENTIMENT_REQUESTS, SENTIMENT_RESULTS
 from tests.integration.conftest import env_for, make_settings, tail_logs
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def sentiment_model(tmp_path_factory):
-    train, _ = split_headlines(load_headlines())
-    encoder, head, info = finetune(train, default_model_dir(), FinetuneConfig(epochs=1), log=lambda *_: None)
-    out = tmp_path_factory.mktemp("sentiment") / "v-test"
-    card = {"kind": "sentiment", "version": "v-test", "dim": 384, "max_length": 64, "training": info}
-    return save_sentiment(encoder, head, out, card)
 
 
 def _headline(i: int, ticker: str) -> SentimentRequest:
@@ -44,10 +33,12 @@ def _headline(i: int, ticker: str) -> SentimentRequest:
     )
 
 
-def test_the_pool_scores_headlines_beside_score_requests(broker, tmp_path, sentiment_model):
+def test_the_pool_scores_headlines_beside_score_requests(broker, tmp_path, sentiment_model_dir):
     settings = make_settings(broker, tmp_path, partitions=2)
     create_topics(settings)
-    procs = Processes({**env_for(settings), "INSTRUCTREC_SENTIMENT_MODEL_DIR": str(sentiment_model)}, tmp_path / "logs")
+    procs = Processes(
+        {**env_for(settings), "INSTRUCTREC_SENTIMENT_MODEL_DIR": str(sentiment_model_dir)}, tmp_path / "logs"
+    )
     headlines = [_headline(i, ticker) for i, ticker in enumerate(["NVE", "VLR", "BRK.B", "QNTL"] * 5)]
     bad = {
         b"{not json": "invalid-json",

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.integration
 STALL_S = 3.0
 
 
-def test_starved_workers_are_noticed_fetched_again_and_restarted(broker, tmp_path):
+def _system(broker, tmp_path):
+    """Topics with the catalog in them, processes (not started) with a 3 s stall time, a
+    result collector and a replayer."""
     settings = make_settings(broker, tmp_path, partitions=2)
     create_topics(settings)
     dataset = load_ml100k(settings.data_dir)
@@ -35,6 +37,11 @@ def test_starved_workers_are_noticed_fetched_again_and_restarted(broker, tmp_pat
     collector = ResultCollector(settings).start()
     replayer = Replayer(settings)
     replayer.send_catalog(catalog_records(dataset))
+    return settings, dataset, procs, collector, replayer
+
+
+def test_starved_workers_are_noticed_fetched_again_and_restarted(broker, tmp_path):
+    settings, dataset, procs, collector, replayer = _system(broker, tmp_path)
     try:
         procs.start("stream-worker", "stream-worker")
         procs.start("scoring-pool", "pool", env={"INSTRUCTREC_FAILPOINTS": "pool.starve:3"})
@@ -80,13 +87,7 @@ def test_starved_workers_are_noticed_fetched_again_and_restarted(broker, tmp_pat
 def test_a_send_never_acknowledged_restarts_the_worker_and_its_outbox_is_sent(broker, tmp_path):
     """A lost acknowledgement (Faust's producer would wait 20 minutes): the send is bounded
     by the stall time, the worker restarts, and its recovery sends the outbox again."""
-    settings = make_settings(broker, tmp_path, partitions=2)
-    create_topics(settings)
-    dataset = load_ml100k(settings.data_dir)
-    procs = Processes({**env_for(settings), "INSTRUCTREC_FEED_STALL_S": str(STALL_S)}, tmp_path / "logs")
-    collector = ResultCollector(settings).start()
-    replayer = Replayer(settings)
-    replayer.send_catalog(catalog_records(dataset))
+    settings, dataset, procs, collector, replayer = _system(broker, tmp_path)
     sent: set[str] = set()
     try:
         procs.start("stream-worker", "stream-worker", env={"INSTRUCTREC_FAILPOINTS": "stream.hang-send:1"})
