@@ -52,6 +52,7 @@ from schemas.codec import check_not_future, dead_letter, decode_events
 from schemas.exceptions import DecodeError
 from schemas.records import Trigger
 from schemas.topics import CATALOG, DEAD_LETTERS, SCORE_REQUESTS, TRIGGERS
+from streams.app import tp_label
 from streams.catalog import CatalogReplica
 from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_score_request
 
@@ -179,6 +180,7 @@ class StreamWorker:
     restart_requested: bool = False
     # The feed watchdog's offsets client (confluent Consumer, created on first use).
     _end_client: Any = field(default=None, init=False, repr=False)
+    _start_logged: set[Any] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         s, t = self.settings, self.settings.topics
@@ -463,6 +465,7 @@ class StreamWorker:
         log.info("partitions assigned", events=events)
 
     async def _forget_feed(self, *_args: Any, **_kwargs: Any) -> None:
+        self._start_logged.clear()
         if self.watchdog is not None:
             self.watchdog.forget()
 
@@ -486,6 +489,15 @@ class StreamWorker:
                 read = consumer._read_offset.get(tp)  # the last record delivered (our drain loop keeps it)
                 positions[tp] = read + 1 if read is not None else await consumer.position(tp)
         loop = asyncio.get_running_loop()
+        unread = [tp for tp in positions if tp not in self._start_logged and consumer._read_offset.get(tp) is None]
+        if unread:  # where reading starts after an assignment (nothing read there yet)
+            self._start_logged.update(unread)
+            ends = await loop.run_in_executor(None, self._high_watermarks, [(tp.topic, tp.partition) for tp in unread])
+            log.info(
+                "reading starts",
+                at={tp_label(tp): positions[tp] for tp in unread},
+                high_watermarks={tp_label(tp): ends.get((tp.topic, tp.partition)) for tp in unread},
+            )
         idle = watchdog.note(positions, loop.time())
         if not idle:
             return
@@ -637,6 +649,11 @@ class StreamWorker:
                 timeout_s=timeout,
             )
             return
+        except ChangelogWriteError as exc:
+            # The outbox entries are not durable and nothing was sent: exit at once, without
+            # the graceful stop's commit, so that the restarted worker reads these triggers again.
+            log.error("outbox not written: exiting to be restarted", requests=len(staged), error=str(exc))
+            os._exit(RESTART_EXIT_CODE)
         self.counters.score_requests += len(staged)
         sent: defaultdict[bytes, list[str]] = defaultdict(list)
         for s in staged:
@@ -717,17 +734,20 @@ async def send_dead_letter(topic: Any, message: Message | Origin, reason: str, d
 
 
 async def flush_producer(app: faust.App) -> None:
-    """Until Faust's send buffer (where table writes wait) is empty and everything handed
-    to the client is acknowledged. (Faust's own flush gives up on a slow buffer after
-    0.1 s.)"""
+    """Until every record handed to Faust's producer so far (table writes wait in its send
+    buffer) is acknowledged by the broker; a write the broker failed raises
+    ``ChangelogWriteError``. (Faust's own flush gives up on a slow buffer after 0.1 s and
+    does not wait for a record already taken off the buffer.)"""
     producer = app.producer
-    for _ in range(1000):
-        await producer.flush()
-        if not producer.buffer.size:
-            await asyncio.sleep(0)
-            await producer.flush()  # a record taken from the buffer just before is now handed over
-            return
-    raise RuntimeError("the producer buffer did not drain")
+    waiting = list(getattr(producer, "unacked", ()))  # streams.app._Producer
+    await producer.flush()
+    failed = [r for r in await asyncio.gather(*waiting, return_exceptions=True) if isinstance(r, BaseException)]
+    if failed:
+        raise ChangelogWriteError(f"{len(failed)} of {len(waiting)} writes failed: {failed[0]!r}"[:300])
+
+
+class ChangelogWriteError(RuntimeError):
+    """A table write the broker did not take: the state it carries is not durable."""
 
 
 def read_to_end(settings: Settings, topic: str, partitions: list[int]) -> dict[bytes, bytes | None]:

@@ -14,6 +14,7 @@ import ssl
 from typing import Any
 
 import faust
+from aiokafka.structs import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -22,6 +23,11 @@ from instructrec.logs import get_logger
 from instructrec.settings import Settings
 
 _log = get_logger(__name__)
+
+
+def tp_label(tp: Any) -> str:
+    """``events/3`` for partition 3 of ``<prefix>events``: short enough for a log line."""
+    return f"{tp.topic.rsplit('.', 1)[-1]}/{tp.partition}"
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -38,6 +44,41 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        """Faust's seek back to the committed offsets, completed for partitions without one.
+
+        Faust drops records it fetched while the flow was stopped (recovery, rebalance)
+        or for partitions not yet active, and relies on this seek to read them again. Its
+        aiokafka driver only seeks to a committed offset > 0, so a partition with no
+        commit (or 0) stayed where that fetch had left it: a worker taking over
+        uncommitted partitions began at their end and skipped every record before
+        (test_delivery showed it after a SIGKILL). Those partitions are sent back to
+        their log start here, as ``auto_offset_reset="earliest"`` promises.
+        """
+        await super().perform_seek()
+        changelogs = self.app.tables.changelog_topics
+        fresh = [
+            tp
+            for tp in self.assignment()
+            if tp.topic not in changelogs
+            and not tp.topic.endswith("__assignor-__leader")
+            and (self._committed_offset.get(tp) or 0) <= 0
+        ]
+        if fresh:
+            await self._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition) for tp in fresh))
+            for tp in fresh:
+                self._read_offset[tp] = None
+        user_topics: frozenset[str] = getattr(self.app, "user_topics", frozenset())
+        _log.info(
+            "reading from committed offsets",
+            committed={
+                tp_label(tp): self._committed_offset.get(tp)
+                for tp in sorted(self.assignment())
+                if tp.topic in user_topics
+            },
+            from_log_start=sorted(tp_label(tp) for tp in fresh),
+        )
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs inside Faust
         """Faust's fetch loop, minus its per-message ``wait_first``.
@@ -116,8 +157,27 @@ class _Consumer(faust_aiokafka.Consumer):
             self.diag.unset_flag(CONSUMER_FETCHING)
 
 
+class _Producer(faust_aiokafka.Producer):
+    """Faust's producer, keeping every record handed to its send buffer (table changelog
+    writes go there) until the broker has acknowledged or failed it.
+
+    Faust's own flush only waits until the buffer is empty, and a record taken off the
+    buffer may still be on its way to the client: a SIGKILL right after such a flush lost
+    an outbox entry (test_delivery). ``streams.agents.flush_producer`` waits for these."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unacked: set[asyncio.Future[Any]] = set()
+
+    def send_soon(self, fut: Any) -> None:
+        self.unacked.add(fut)
+        fut.add_done_callback(self.unacked.discard)
+        super().send_soon(fut)
+
+
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+    Producer = _Producer
 
 
 class StreamApp(faust.App):
