@@ -9,7 +9,7 @@ DURATION ?=
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration bench eval chaos venv data schemas lint clean
+.PHONY: run test unit integration bench eval chaos venv data sentiment schemas lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,9 +29,17 @@ data: .data/ml-100k/ml-100k.inter
 # serves it (INSTRUCTREC_MODEL_DIR set explicitly wins).
 TRAINED := $(if $(wildcard .data/models/LATEST),$(CURDIR)/.data/models)
 
-run: venv data
+# The headline sentiment model the alerts need: trained once (~1.5 min on 2 cores), kept
+# under .data/models/sentiment. `make run ALERTS=0` runs without it (and without alerts).
+ALERTS ?= 1
+.data/models/sentiment/LATEST: | $(VENV)/.installed
+	$(PY) -m instructrec train-sentiment --out .data/models/sentiment
+
+sentiment: .data/models/sentiment/LATEST
+
+run: venv data $(if $(filter 1,$(ALERTS)),sentiment)
 	$(if $(INSTRUCTREC_MODEL_DIR),,$(if $(TRAINED),INSTRUCTREC_MODEL_DIR=$(TRAINED))) \
-	$(PY) -m instructrec run $(if $(DURATION),--duration $(DURATION)) $(RUN_ARGS)
+	$(PY) -m instructrec run $(if $(DURATION),--duration $(DURATION)) $(if $(filter 1,$(ALERTS)),,--no-alerts) $(RUN_ARGS)
 
 test: venv data
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -37,6 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         replay=ReplayConfig(start=args.start, events=args.events, trigger_every=args.trigger_every),
         quiet=args.quiet,
         warmup=args.warmup,
+        alerts=not args.no_alerts,
     )
     summary = run_all(settings, options)
     print_summary(summary)
@@ -248,6 +249,28 @@ def _train_layers(requested: int, device: str) -> int | None:
     return None if choose_device(device).device.type == "cuda" else 2
 
 
+def cmd_train_sentiment(args: argparse.Namespace) -> int:
+    """Fine-tune the headline sentiment model (model/sentiment.py) and save it where
+    `make run` finds it; nothing to do when one is there (``--force`` trains anew)."""
+    from pathlib import Path
+
+    from model.exceptions import ModelNotFound
+    from model.scorer import default_model_dir
+    from model.sentiment import FinetuneConfig, evaluate_sentiment, resolve_sentiment
+
+    out = Path(args.out) if args.out else _settings().data_dir / "models" / "sentiment"
+    if not args.force:
+        try:
+            print(f"sentiment model present: {resolve_sentiment(out)} (--force trains anew)")
+            return 0
+        except ModelNotFound:
+            pass
+    results = evaluate_sentiment(default_model_dir(), out, FinetuneConfig(epochs=args.epochs, seed=args.seed))
+    held_out = {name: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]} for name, r in results.items()}
+    print("sentiment: " + orjson.dumps({"model_dir": results["sentiment"]["model_dir"], "held_out": held_out}).decode())
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -290,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument(
         "--warmup", type=float, default=0.0, help="seconds of replay whose triggers are left out of the latency figures"
+    )
+    p.add_argument(
+        "--no-alerts", action="store_true", help="no alerts worker and no sample news, even with a sentiment model"
     )
     p.set_defaults(func=cmd_run)
 
@@ -339,6 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5, help="rounds per mode (medians are reported)")
     p.add_argument("--out", default=".data/bench", help="report directory")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "train-sentiment", help="fine-tune the headline sentiment model the pools use for alerts (model/sentiment.py)"
+    )
+    p.add_argument("--out", default=None, help="models root (default <data dir>/models/sentiment; LATEST moves)")
+    p.add_argument("--epochs", type=int, default=15, help="at most this many epochs; validation picks one (default 15)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="train even when a model is there")
+    p.set_defaults(func=cmd_train_sentiment)
 
     p = sub.add_parser("eval", help="offline evaluation on ml-100k, every method side by side; `eval: {json}`")
     p.add_argument("--users", type=int, default=None, help="evaluate a seeded sample of users (default: all)")

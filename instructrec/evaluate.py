@@ -43,7 +43,7 @@ from model.evaluation import (
 )
 from model.features import FEATURE_LONG, collaborative_features, fuse, latest_distinct
 from model.recall import ItemGraph
-from model.registry import read_card, write_card
+from model.registry import read_card, write_card, write_latest
 from model.train import (
     TrainConfig,
     finetune,
@@ -182,7 +182,7 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
         methods["instructrec text only"] = ours.score
         methods[OURS] = fused_scorer(ours, graph, card["fusion"])
         if model_dir.parent == config.models_root:
-            (config.models_root / "LATEST").write_text(model_dir.name + "\n")  # a complete version now
+            write_latest(config.models_root, model_dir.name)  # a complete version now
     rows = []
     for protocol in config.protocols:
         for name, scorer in methods.items():

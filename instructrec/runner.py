@@ -40,6 +40,8 @@ class RunOptions:
     # Triggers sent in the first ``warmup`` seconds of the replay are answered and
     # counted, but left out of the latency figures (cold caches, JIT-free warm-up).
     warmup: float = 0.0
+    alerts: bool = True  # alerts worker and sample news, when a sentiment model is there
+    news_rate: float = 20.0  # sample headlines/s (instructrec/news.py), when alerts run
 
 
 class Processes:
@@ -152,11 +154,23 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
             }
         )
         create_topics(settings)
+        sentiment_dir = sentiment_model(settings) if options.alerts else None
+        if sentiment_dir is not None:  # the pools then also score headlines
+            env["INSTRUCTREC_SENTIMENT_MODEL_DIR"] = str(sentiment_dir)
         procs = Processes(env, log_dir)
         stack.callback(lambda: summary.update(exit_codes=procs.stop()))
         procs.start("stream-worker", "stream-worker")
         procs.start("scoring-pool", "pool")
-        say(f"stream worker and scoring pool started; logs in {log_dir}")
+        if sentiment_dir is not None:
+            procs.start("alerts-worker", "alerts-worker")
+            say(f"stream worker, scoring pool and alerts worker started; logs in {log_dir}")
+        elif options.alerts:
+            say(
+                f"stream worker and scoring pool started; logs in {log_dir} (no sentiment model under "
+                f"{settings.data_dir / 'models' / 'sentiment'}: no alerts; `make sentiment` trains one)"
+            )
+        else:
+            say(f"stream worker and scoring pool started (alerts off); logs in {log_dir}")
 
         printer = (
             (lambda rec, lat: None) if options.quiet else (lambda rec, lat: print(format_result(rec, lat), flush=True))
@@ -185,10 +199,18 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
             if time.monotonic() >= measure_from:
                 measured.append(t.request_id)
 
+        news_sender = None
+        if sentiment_dir is not None:
+            news_sender = threading.Thread(
+                target=_send_news, args=(settings, options.news_rate, stop), name="news", daemon=True
+            )
+            news_sender.start()
         stats = replayer.run(plan(dataset, options.replay), options.rate, stop, on_trigger=on_trigger)
         replay_s = time.monotonic() - replay_started
         collector.wait_for(set(sent), drain if options.duration is not None else 10.0)
         procs.check()
+        if sentiment_dir is not None:
+            summary.update(alert_summary(settings, say))
         lat = [collector.latencies_ms[r] for r in measured if r in collector.latencies_ms]
         answered = sum(1 for r in sent if r in collector.results)
         summary.update(
@@ -218,6 +240,73 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
     summary["duration_s"] = round(time.monotonic() - started, 1)
     signal.signal(signal.SIGINT, previous)
     return summary
+
+
+def sentiment_model(settings: Settings) -> Path | None:
+    """The headline sentiment model `make run` serves: the configured one, else the latest
+    under ``<data_dir>/models/sentiment`` (``make sentiment`` puts one there); None: none."""
+    from model.exceptions import ModelNotFound
+    from model.sentiment import resolve_sentiment
+
+    root = settings.sentiment_model_dir or settings.data_dir / "models" / "sentiment"
+    try:
+        return resolve_sentiment(root)
+    except ModelNotFound:
+        if settings.sentiment_model_dir is not None:
+            raise
+        return None
+
+
+def _send_news(settings: Settings, rate: float, stop: threading.Event) -> None:
+    """The sample news stream (instructrec/news.py): follows of ml-100k users 1-50, then
+    the headlines, in event time ending now, at ``rate`` per second."""
+    from instructrec.kafka import make_producer
+    from instructrec.news import sample_news
+    from model.sentiment import load_headlines
+    from schemas.topics import FOLLOWS, NEWS
+
+    news_plan = sample_news(
+        load_headlines(),
+        end_ts=time.time(),
+        window_s=settings.alert_window_s,
+        baseline_windows=settings.alert_baseline_windows,
+        min_count=settings.alert_min_count,
+        users=[str(u) for u in range(1, 51)],
+    )
+    producer = make_producer(settings)
+    for f in news_plan.follows:
+        producer.produce(settings.topics.follows, key=FOLLOWS.key_of(f), value=FOLLOWS.codec.encode(f))
+    producer.flush(30)
+    log.info("sample news", headlines=len(news_plan.news), surge_ticker=news_plan.surge_ticker)
+    gap = 1.0 / rate if rate > 0 else 0.0
+    for item in news_plan.news:
+        if stop.wait(gap) if gap else stop.is_set():
+            break
+        producer.produce(settings.topics.news, key=NEWS.key_of(item), value=NEWS.codec.encode(item))
+        producer.poll(0)
+    producer.flush(30)
+
+
+def alert_summary(settings: Settings, say: Any) -> dict[str, Any]:
+    """Alerts raised and delivered during the run; the first alert printed."""
+    from instructrec.chaos import read_topic
+    from schemas.topics import ALERTS, USER_ALERTS
+
+    alerts = [
+        ALERTS.codec.decode(m.value()) for ms in read_topic(settings, settings.topics.alerts).values() for m in ms
+    ]
+    delivered = [
+        USER_ALERTS.codec.decode(m.value())
+        for ms in read_topic(settings, settings.topics.user_alerts).values()
+        for m in ms
+    ]
+    for a in alerts[:3]:
+        top = a.headlines[0].text if a.headlines else ""
+        say(
+            f"alert {a.alert_id}: {a.ticker} negative share {a.negative_share:.2f} of {a.count} headlines "
+            f"(z {a.z:.1f}); e.g. “{top}”; delivered to {sum(d.alert_id == a.alert_id for d in delivered)} followers"
+        )
+    return {"alerts": len(alerts), "alert_tickers": sorted({a.ticker for a in alerts}), "user_alerts": len(delivered)}
 
 
 def wait_until_ready(

@@ -5,11 +5,16 @@
 subdirectories are versions (``<root>/<version>/config.json``). For a root, the version is
 the one named in ``<root>/LATEST`` if that file exists, else the greatest name. Pools
 look again every ``INSTRUCTREC_MODEL_POLL_S`` seconds and switch without a restart.
+
+A version appears whole or not at all: ``model.train.save_model`` writes it under a
+hidden name (``.<version>.partial-<pid>``, never a candidate) and renames it into place,
+and ``write_latest`` replaces LATEST in one step.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +42,21 @@ def resolve_model(model_dir: Path, default_version: str) -> ModelChoice:
         if not (model_dir / version / "config.json").exists():
             raise ModelNotFound(f"{latest} names {version!r}, but {model_dir / version} holds no model")
         return ModelChoice(model_dir / version, version)
-    versions = sorted(p.name for p in model_dir.iterdir() if (p / "config.json").exists()) if model_dir.is_dir() else []
+    versions = (
+        sorted(p.name for p in model_dir.iterdir() if not p.name.startswith(".") and (p / "config.json").exists())
+        if model_dir.is_dir()
+        else []
+    )
     if not versions:
         raise ModelNotFound(f"{model_dir} holds neither a model (config.json) nor version directories")
     return ModelChoice(model_dir / versions[-1], versions[-1])
+
+
+def write_latest(root: Path, version: str) -> None:
+    """Point ``<root>/LATEST`` at ``version`` in one step (a pool never reads it empty)."""
+    tmp = Path(root) / f".LATEST.{os.getpid()}.tmp"
+    tmp.write_text(version + "\n")
+    tmp.replace(Path(root) / "LATEST")
 
 
 def write_card(out_dir: Path, card: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from model.registry import write_latest
+
 LABELS = ("negative", "neutral", "positive")
 DATA_PATH = Path(__file__).with_name("finance_headlines.jsonl")
 HEAD_FILE = "sentiment_head.pt"
@@ -286,7 +288,9 @@ def resolve_sentiment(root: Path) -> Path:
         return root / latest.read_text().strip()
     from model.exceptions import ModelNotFound
 
-    raise ModelNotFound(f"no sentiment model at {root} ({CARD_FILE} or LATEST missing); `make eval` trains one")
+    raise ModelNotFound(
+        f"no sentiment model at {root} ({CARD_FILE} or LATEST missing); `make sentiment` or `make eval` trains one"
+    )
 
 
 def load_sentiment(model_dir: Path, device: Any = None) -> SentimentModel:
@@ -356,6 +360,6 @@ def evaluate_sentiment(
             "training": info,
         }
         out = save_sentiment(encoder, head, Path(out_root) / version, card)
-        (Path(out_root) / "LATEST").write_text(version + "\n")
+        write_latest(Path(out_root), version)
         results["sentiment"]["model_dir"] = str(out)
     return results

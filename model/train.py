@@ -33,6 +33,7 @@ results), which the scoring pools read.
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
 import sys
@@ -373,13 +374,20 @@ def fit_fusion(
 
 def save_model(encoder: _Encoder, base_dir: Path, out_dir: Path, card: dict[str, Any]) -> Path:
     """Write a complete version directory: instruction encoder, the frozen item encoder
-    (a copy of the base model's files), and the card last -- a pool that finds the card
-    finds a whole model."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    encoder.model.save_pretrained(str(out_dir))
-    encoder.tokenizer.save_pretrained(str(out_dir))
-    shutil.copytree(base_dir, out_dir / ITEM_ENCODER, dirs_exist_ok=True)
-    write_card(out_dir, card)
+    (a copy of the base model's files) and the card, under a hidden name, then rename it
+    into place: a pool watching the root never loads half a version (it once served a
+    version whose card was not written yet, without its fusion weights)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    encoder.model.save_pretrained(str(staging))
+    encoder.tokenizer.save_pretrained(str(staging))
+    shutil.copytree(base_dir, staging / ITEM_ENCODER, dirs_exist_ok=True)
+    write_card(staging, card)
+    if out_dir.exists():  # saved again under the same version
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
     return out_dir
 
 
