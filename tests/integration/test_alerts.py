@@ -108,6 +108,22 @@ def test_a_planted_surge_alerts_its_followers_once(broker, tmp_path, model_and_h
             ("u5", "EEE"),
         ]
     ]
+    bad_news = {
+        b"<html>not news</html>": "invalid-json",
+        b'\xff\xfe{"news_id": "x"}': "invalid-json",  # not UTF-8
+        b'{"news_id": "x", "ts": NaN, "tickers": ["AAA"], "headline": "h"}': "invalid-json",
+        b'["AAA", "fell"]': "not-an-object",
+        b'{"news_id": "x", "ts": 1, "tickers": ["aaa"], "headline": "h"}': "invalid-record",  # lower case
+        b'{"news_id": "x", "ts": 1, "tickers": [], "headline": "h"}': "invalid-record",
+        b'{"news_id": "x", "ts": "yesterday", "tickers": ["AAA"], "headline": "h"}': "invalid-record",
+        orjson.dumps({"news_id": "x", "ts": 1, "tickers": ["AAA"], "headline": "h" * 600}): "invalid-record",
+        orjson.dumps({"news_id": "x", "ts": 1, "tickers": ["AAA"] * 21, "headline": "h"}): "invalid-record",
+    }
+    bad_follows = {
+        b"follow AAA": "invalid-json",
+        b'{"user_id": "u9", "ticker": "AAA", "action": "subscribe", "ts": 1}': "invalid-record",
+        b'{"user_id": "u9", "ts": 1}': "invalid-record",
+    }
     procs = Processes(env, tmp_path / "logs")
     try:
         procs.start("scoring-pool", "pool")
@@ -118,12 +134,10 @@ def test_a_planted_surge_alerts_its_followers_once(broker, tmp_path, model_and_h
         producer.flush(30)
         for item in news:
             producer.produce(settings.topics.news, key=NEWS.key_of(item), value=NEWS.codec.encode(item))
-        bad_news = {
-            b"<html>not news</html>": "invalid-json",
-            b'{"news_id": "x", "ts": 1, "tickers": ["aaa"], "headline": "h"}': "invalid-record",
-        }
         for value in bad_news:
             producer.produce(settings.topics.news, key=b"AAA", value=value)
+        for value in bad_follows:
+            producer.produce(settings.topics.follows, key=b"AAA", value=value)
         assert producer.flush(30) == 0
         deadline = time.monotonic() + 180
         delivered: list[dict] = []
@@ -174,9 +188,10 @@ def test_a_planted_surge_alerts_its_followers_once(broker, tmp_path, model_and_h
     assert orjson.loads(base64.b64decode(too_late[0].value_b64))["news_id"] == late.news_id
     assert too_late[0].source_topic == settings.topics.sentiment_results
     assert all(out_of_order.news_id not in base64.b64decode(d.value_b64).decode() for d in letters)
-    # Bad news is dead-lettered with its bytes and where it came from.
-    from_news = {base64.b64decode(d.value_b64): d for d in letters if d.source_topic == settings.topics.news}
-    assert {v: from_news[v].reason for v in bad_news} == bad_news
+    # Bad news and follows are dead-lettered with their bytes, where they came from and why.
+    for topic, bad in ((settings.topics.news, bad_news), (settings.topics.follows, bad_follows)):
+        got_back = {base64.b64decode(d.value_b64): d for d in letters if d.source_topic == topic}
+        assert {v: got_back[v].reason for v in bad if v in got_back} == bad, (topic, letters)
     log = (tmp_path / "logs" / "alerts-worker.log").read_text()
     assert "alerts suppressed: user over budget" in log
 
