@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from instructrec.logs import get_logger
+from instructrec.metrics import CONTENT_TYPE_LATEST
 
 log = get_logger(__name__)
 
@@ -147,13 +148,23 @@ def wait_for_broker(
     return time.monotonic() - started
 
 
-def serve_health(readiness: Readiness, host: str, port: int, component: str) -> ThreadingHTTPServer | None:
-    """Serve ``/ready`` and ``/health`` on a daemon thread; None (and a warning) when the
-    port is taken: health is an aid, never a reason not to run."""
+def serve_health(
+    readiness: Readiness, host: str, port: int, component: str, metrics: Callable[[], bytes] | None = None
+) -> ThreadingHTTPServer | None:
+    """Serve ``/ready``, ``/health`` and (given ``metrics``) ``/metrics`` on a daemon
+    thread; None (and a warning) when the port is taken: health is an aid, never a reason
+    not to run."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.rstrip("/") == "/ready":
+            if self.path.rstrip("/") == "/metrics" and metrics is not None:
+                body = metrics()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            elif self.path.rstrip("/") == "/ready":
                 snap = readiness.snapshot()
                 self._reply(200 if snap["ready"] else 503, snap)
             elif self.path.rstrip("/") == "/health":
@@ -179,5 +190,8 @@ def serve_health(readiness: Readiness, host: str, port: int, component: str) -> 
         return None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
-    log.info("health endpoint", component=component, url=f"http://{host}:{server.server_address[1]}/ready")
+    base = f"http://{host}:{server.server_address[1]}"
+    log.info(
+        "health endpoint", component=component, url=f"{base}/ready", metrics=f"{base}/metrics" if metrics else None
+    )
     return server

@@ -172,6 +172,11 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
         else:
             say(f"stream worker and scoring pool started (alerts off); logs in {log_dir}")
 
+        say(
+            f"metrics (Prometheus): stream worker http://{settings.web_host}:{settings.web_port}/metrics/, "
+            f"scoring pool http://{settings.health_host}:{settings.pool_health_port}/metrics; "
+            f"readiness at /ready/ and /ready"
+        )
         printer = (
             (lambda rec, lat: None) if options.quiet else (lambda rec, lat: print(format_result(rec, lat), flush=True))
         )

@@ -38,11 +38,13 @@ import faust
 import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import Message
+from structlog.contextvars import bound_contextvars
 
 from instructrec.failpoints import failpoint, starving
 from instructrec.health import BrokerProbe, Readiness
 from instructrec.kafka import broker_serves, high_watermarks
 from instructrec.logs import get_logger
+from instructrec.metrics import StreamMetrics, lag_of
 from instructrec.settings import Settings
 from instructrec.watchdog import RESTART_EXIT_CODE, FeedWatchdog, Verdict
 from model.context import UserContext, items_of
@@ -57,6 +59,7 @@ from streams.catalog import CatalogReplica
 from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_score_request
 
 log = get_logger(__name__)
+LAG_EVERY_S = 5.0  # metrics: table size, waiting triggers, consumer lag
 COMPONENT = "stream-worker"
 DEAD_LETTER_KEY_MAX = 1024
 
@@ -153,6 +156,7 @@ class Staged:
     request_id: str
     key: bytes
     value: bytes
+    trigger_ts: float = 0.0  # 0: unknown (re-sent from a recovered outbox)
 
 
 @dataclass
@@ -181,6 +185,7 @@ class StreamWorker:
     # The feed watchdog's offsets client (confluent Consumer, created on first use).
     _end_client: Any = field(default=None, init=False, repr=False)
     _start_logged: set[Any] = field(default_factory=set, init=False, repr=False)
+    metrics: StreamMetrics = field(default_factory=StreamMetrics, init=False, repr=False)
 
     def __post_init__(self) -> None:
         s, t = self.settings, self.settings.topics
@@ -228,6 +233,12 @@ class StreamWorker:
             return await worker._ready_view(view, request)
 
         self.app.page("/ready/")(ready)
+
+        async def metrics(view: Any, request: Any) -> Any:
+            return await worker._metrics_view(view, request)
+
+        self.app.page("/metrics/")(metrics)
+        self.app.timer(interval=LAG_EVERY_S, name="measure-lag")(self._measure)
         self.app.on_before_shutdown.connect(self._stop_catalog)
         self.watchdog: FeedWatchdog[Any] | None = FeedWatchdog(s.feed_stall_s) if s.feed_stall_s > 0 else None
         if self.watchdog is not None:
@@ -291,6 +302,7 @@ class StreamWorker:
 
     async def _dead_letter(self, message: Message | Origin, reason: str, detail: str) -> None:
         self.counters.dead_letters[reason] = self.counters.dead_letters.get(reason, 0) + 1
+        self.metrics.dead_letters.labels(reason=reason).inc()
         await send_dead_letter(self.dead_topic, message, reason, detail, COMPONENT)
 
     async def _on_activity(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -343,11 +355,17 @@ class StreamWorker:
                     items_of(UserContext.events(old)), items_of(new["events"]), max_shift=len(events)
                 )
             self.counters.events += len(events)
+            self.metrics.events.inc(len(events))
         return set(by_user)
 
     async def handle_trigger(self, message: Message) -> list[Staged]:
         """Dead-letter, park (waiting for its event) or plan a trigger; a planned request
-        is returned for ``_send``."""
+        is returned for ``_send``. Every log line of it carries the message's topic,
+        partition and offset and, once decoded, its request and user."""
+        with bound_contextvars(topic=message.topic, partition=message.partition, offset=message.offset):
+            return await self._handle_trigger(message)
+
+    async def _handle_trigger(self, message: Message) -> list[Staged]:
         try:
             trigger: Trigger = TRIGGERS.codec.decode(message.value, self.settings.max_message_bytes)
             check_not_future((trigger.ts, trigger.after_ts), time.time(), self.settings.max_future_skew_s or None)
@@ -371,7 +389,8 @@ class StreamWorker:
             self._park(trigger, origin)
             return []
         # (With too many waiting, it is answered now rather than let memory grow.)
-        staged = await self._plan(trigger, message)
+        with bound_contextvars(request_id=trigger.request_id, user_id=trigger.user_id):
+            staged = await self._plan(trigger, message)
         return [staged] if staged else []
 
     def _park(self, trigger: Trigger, origin: Origin) -> None:
@@ -435,6 +454,32 @@ class StreamWorker:
 
     async def _not_ready_while_rebalancing(self, *_args: Any, **_kwargs: Any) -> None:
         self.readiness.set("partitions", False, "rebalancing")
+
+    async def _metrics_view(self, view: Any, request: Any) -> Any:
+        """``GET /metrics/`` on the Faust web port: Prometheus text (instructrec/metrics.py)."""
+        # aiohttp takes the charset apart: text/plain; charset=utf-8 is the 0.0.4 exposition
+        return view.text(self.metrics.render().decode(), content_type="text/plain")
+
+    async def _measure(self) -> None:
+        """Table size, waiting triggers and consumer lag for the metrics, every few seconds."""
+        m = self.metrics
+        m.waiting.set(sum(len(ps) for ps in self.pending.values()))
+        try:
+            m.table_keys.labels(table="user-context").set(len(self.context))
+        except Exception:  # the table is not there (stopping)
+            return
+        consumer: Any = self.app.consumer
+        if not self.readiness.ok("partitions"):
+            return
+        t = self.settings.topics
+        positions: dict[tuple[str, int], int | None] = {}
+        for tp in consumer.assignment():
+            if tp.topic in (t.events, t.triggers, t.catalog):
+                read = consumer._read_offset.get(tp)
+                positions[(tp.topic, tp.partition)] = read + 1 if read is not None else await consumer.position(tp)
+        loop = asyncio.get_running_loop()
+        ends = await loop.run_in_executor(None, self._high_watermarks, list(positions))
+        m.set_lag(lag_of(positions, ends))
 
     async def _ready_view(self, view: Any, request: Any) -> Any:
         """``GET /ready/`` on the Faust web port: 200 when ready, else 503."""
@@ -573,6 +618,7 @@ class StreamWorker:
                 data = unpack(packed)
                 staged.append(Staged(key, request_id, key, data))
                 self.counters.resent += 1
+                self.metrics.resent.inc()
             for request_id, origin_json in UserContext.waiting(value).items():
                 origin = Origin.from_json(origin_json)
                 try:
@@ -621,6 +667,7 @@ class StreamWorker:
             return None
         self.context[key] = UserContext.stage(context, trigger.request_id, pack(data))
         self.counters.triggers += 1
+        self.metrics.triggers.inc()
         log.debug(
             "score request planned",
             request_id=request.request_id,
@@ -628,7 +675,7 @@ class StreamWorker:
             candidates=len(request.candidates),
             cold_start=request.cold_start,
         )
-        return Staged(key, request.request_id, SCORE_REQUESTS.key_of(request), data)
+        return Staged(key, request.request_id, SCORE_REQUESTS.key_of(request), data, request.trigger_ts)
 
     async def _send(self, staged: Sequence[Staged], flush: bool = True) -> None:
         """Flush the changelog (the outbox entries are durable before any request
@@ -655,6 +702,11 @@ class StreamWorker:
             log.error("outbox not written: exiting to be restarted", requests=len(staged), error=str(exc))
             os._exit(RESTART_EXIT_CODE)
         self.counters.score_requests += len(staged)
+        self.metrics.score_requests.inc(len(staged))
+        acknowledged = time.time()
+        for s in staged:
+            if s.trigger_ts > 0:
+                self.metrics.stream_seconds.observe(max(0.0, acknowledged - s.trigger_ts))
         sent: defaultdict[bytes, list[str]] = defaultdict(list)
         for s in staged:
             sent[s.user_key].append(s.request_id)

@@ -28,6 +28,7 @@ from instructrec.failpoints import armed, failpoint, starving
 from instructrec.health import BrokerProbe, Readiness, serve_health
 from instructrec.kafka import broker_serves, consumer_config, high_watermarks, make_producer, poll_batch
 from instructrec.logs import configure_logging, get_logger
+from instructrec.metrics import PoolMetrics, lag_of
 from instructrec.settings import Settings
 from instructrec.watchdog import RESTART_EXIT_CODE, FeedWatchdog, Verdict
 from model.registry import ModelChoice, read_card
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 COMPONENT = "scoring-pool"
+LAG_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class ScoringWorker:
         self.sentiment: Any = None  # model/sentiment.py SentimentModel, when configured
         self._delivery_errors: list[str] = []
         self.readiness = Readiness("broker", "model", "partitions")
+        self.metrics = PoolMetrics()
 
     def _model_choice(self) -> ModelChoice:
         from model.registry import resolve_model
@@ -106,6 +109,7 @@ class ScoringWorker:
         info = ModelInfo(name=self.settings.model_name, version=choice.version, reranker=reranker, fusion=fusion)
         self.active = (scorer, info, cross)  # swapped as one: a batch never mixes versions
         self.choice = choice
+        self.metrics.serving(choice.version, device.label)
         log.info(
             "model loaded",
             model=self.settings.model_name,
@@ -164,7 +168,13 @@ class ScoringWorker:
     def run(self) -> int:
         s = self.settings
         health = (
-            serve_health(self.readiness, s.health_host, s.pool_health_port + self.index, f"{COMPONENT}-{self.index}")
+            serve_health(
+                self.readiness,
+                s.health_host,
+                s.pool_health_port + self.index,
+                f"{COMPONENT}-{self.index}",
+                metrics=self.metrics.render,
+            )
             if s.pool_health_port
             else None
         )
@@ -211,6 +221,7 @@ class ScoringWorker:
         starve = armed("pool.starve")  # tests only (instructrec/failpoints.py)
         watch_every = max(0.5, s.feed_stall_s / 4)
         next_watch = time.monotonic() + watch_every
+        next_lag = time.monotonic() + LAG_EVERY_S
         try:
             while not self.stop.is_set():
                 room = s.batch_queue - len(self.inflight)
@@ -232,6 +243,10 @@ class ScoringWorker:
                 else:
                     self.consumer.poll(0.005)  # heartbeats and callbacks while paused
                 self._publish_done(wait_all=False)
+                self.metrics.queue_depth.set(len(self.inflight))
+                if time.monotonic() >= next_lag:
+                    next_lag = time.monotonic() + LAG_EVERY_S
+                    self._measure_lag()
                 if self.watchdog is not None and time.monotonic() >= next_watch:
                     next_watch = time.monotonic() + watch_every
                     if paused or not self.readiness.ok("broker"):
@@ -289,6 +304,16 @@ class ScoringWorker:
     def score_batch(self, requests: Sequence[Request]) -> list[Outcome]:
         """The batcher's function: score requests and headlines that arrived together,
         each kind in one forward pass, answers in the order asked."""
+        started = time.perf_counter()
+        try:
+            return self._score_batch(requests)
+        finally:
+            m = self.metrics
+            m.scoring_seconds.observe(time.perf_counter() - started)
+            m.batch_requests.observe(len(requests))
+            m.batch_texts.observe(sum(1 + len(r.candidates) if isinstance(r, ScoreRequest) else 1 for r in requests))
+
+    def _score_batch(self, requests: Sequence[Request]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(requests)
         recommend = [(i, r) for i, r in enumerate(requests) if isinstance(r, ScoreRequest)]
         headlines = [(i, r) for i, r in enumerate(requests) if isinstance(r, SentimentRequest)]
@@ -399,6 +424,7 @@ class ScoringWorker:
                         on_delivery=self._on_delivery,
                     )
                     self.scored += 1
+                    self._count(outcome)
                 except KafkaException as exc:
                     if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
                         raise
@@ -407,6 +433,29 @@ class ScoringWorker:
             offsets[(topic, partition)] = offset + 1
         if offsets:
             self._commit_after_ack(offsets)
+
+    def _count(self, outcome: Recommendation | SentimentResult) -> None:
+        m = self.metrics
+        if isinstance(outcome, SentimentResult):
+            m.results.labels(kind="sentiment").inc()
+            return
+        m.results.labels(kind="recommendation").inc()
+        m.queue_seconds.observe(outcome.timings.queue_ms / 1000)
+        m.end_to_end_seconds.observe(outcome.timings.pipeline_ms / 1000)
+
+    def _measure_lag(self) -> None:
+        """Consumer lag per assigned partition, from the client's own view (the high
+        watermark the last fetch reported): no request to the broker."""
+        try:
+            assigned = self.consumer.assignment()
+            positions = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(assigned)}
+            ends = {}
+            for tp in assigned:
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                ends[(tp.topic, tp.partition)] = high
+        except KafkaException:
+            return
+        self.metrics.set_lag(lag_of(positions, ends))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned_once = True
@@ -468,6 +517,7 @@ class ScoringWorker:
 
     def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
         self.dead += 1
+        self.metrics.dead_letters.labels(reason=reason).inc()
         ts_type, ts = msg.timestamp()
         topic, partition, offset = _origin(msg)
         record = dead_letter(

@@ -16,6 +16,7 @@ COMMANDS = [
     "trigger",
     "tail",
     "create-topics",
+    "train-sentiment",
     "broker",
     "bench",
     "eval",
