@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from instructrec.plots import pyplot
+from instructrec.progress import progress
 from instructrec.settings import Settings
 from model.context import UserContext
 from model.data import Dataset, fetch_ml100k, load_ml100k
@@ -379,6 +380,8 @@ def write_report(
             f"| ours, arrays of {config.events_per_message} events per message ({config.ingest_batched_events}) | "
             f"{ingest['ingest_batched_events_per_s']:.0f} | {ingest['ingest_batched_events_per_s'] / naive:.2f} |",
             "",
+            "![ingestion side by side](ingest.png)",
+            "",
         ]
     if triggers:
         lines += [
@@ -417,7 +420,29 @@ def write_report(
     plt.close(fig)
     if triggers and triggers.get("trigger_latencies_ms"):
         _plot_latency(plt, sorted(triggers["trigger_latencies_ms"]), out_dir / "latency.png")
+    if ingest and config:
+        _plot_ingest(plt, ingest, config, out_dir / "ingest.png")
     return report
+
+
+def _plot_ingest(plt: Any, ingest: dict[str, float], config: BenchConfig, path: Path) -> None:
+    """Ingestion events/s side by side: the naive Faust agent and ours (single events,
+    arrays of events)."""
+    bars = [
+        ("naive Faust agent\n(one write per event)", ingest["naive_faust_events_per_s"]),
+        ("ours, single-event\nmessages", ingest["ingest_events_per_s"]),
+        (f"ours, {config.events_per_message} events\nper message", ingest["ingest_batched_events_per_s"]),
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    rects = ax.bar([b[0] for b in bars], [b[1] for b in bars], color=["#999999", "#4477aa", "#228833"])
+    for rect, (_, value) in zip(rects, bars, strict=True):
+        ax.annotate(f"{value:,.0f}", (rect.get_x() + rect.get_width() / 2, value), ha="center", va="bottom")
+    ax.set_ylabel("events / s (median of rounds)")
+    ax.set_title("Stream ingestion, one stream-worker process")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _plot_latency(plt: Any, latencies: list[float], path: Path) -> None:
@@ -506,7 +531,10 @@ def bench_triggers(settings: Settings, config: BenchConfig) -> dict[str, Any]:
 
 
 def run_bench(settings: Settings, config: BenchConfig) -> dict[str, Any]:
+    stages = progress(["scoring", "int8", "ingest", "triggers"], "bench", unit="stage")
+    next(stages)
     scoring = bench_scoring(settings, config)
+    next(stages)
     int8: dict[str, Any] = {}
     if scoring["device"].startswith("cpu"):
         int8_rows = bench_scoring(settings, BenchConfig(concurrencies=(32,), rounds=config.rounds), int8=True)
@@ -517,8 +545,11 @@ def run_bench(settings: Settings, config: BenchConfig) -> dict[str, Any]:
             **bench_int8_agreement(settings),
         }
         print(f"int8: {int8}", flush=True)
+    next(stages)
     ingest = bench_ingest_all(settings, config)
+    next(stages)
     triggers = bench_triggers(settings, config)
+    next(stages, None)
     report = write_report(scoring, config.out_dir, ingest, triggers, config, int8)
     shown = {k: v for k, v in triggers.items() if k != "trigger_latencies_ms"}  # those go to the plot
     summary: dict[str, Any] = {"device": scoring["device"], "report": str(report), **ingest, **shown, **int8}

@@ -35,6 +35,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from instructrec.broker import EmbeddedBroker, free_port
 from instructrec.kafka import consumer_config, create_topics
 from instructrec.logs import get_logger
+from instructrec.progress import progress
 from instructrec.replay import ReplayConfig, Replayer, catalog_records, plan
 from instructrec.results import ResultCollector
 from instructrec.runner import Processes, child_env, wait_until_ready
@@ -124,7 +125,11 @@ def run_chaos(base: Settings, options: ChaosOptions) -> dict[str, Any]:
 
             def replay() -> None:
                 try:
-                    replayer.run(plan(dataset, config), options.rate, on_trigger=lambda t: sent.append(t.request_id))
+                    replayer.run(
+                        progress(plan(dataset, config), "chaos replay", unit="msg"),
+                        options.rate,
+                        on_trigger=lambda t: sent.append(t.request_id),
+                    )
                 finally:
                     replay_done.set()
 

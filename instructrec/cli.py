@@ -84,6 +84,7 @@ def cmd_pool(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from instructrec.progress import progress
     from instructrec.replay import ReplayConfig, Replayer, catalog_records, plan
     from model.data import fetch_ml100k, load_ml100k
 
@@ -95,7 +96,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.no_catalog:
         replayer.send_catalog(catalog_records(dataset))
     config = ReplayConfig(start=args.start, events=args.events, trigger_every=args.trigger_every or 10**12)
-    stats = replayer.run(plan(dataset, config), args.rate)
+    stats = replayer.run(progress(plan(dataset, config), "replay", unit="msg"), args.rate)
     print(orjson.dumps({"catalog": stats.catalog, "events": stats.events, "triggers": stats.triggers}).decode())
     return 0
 

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from instructrec.plots import pyplot
+from instructrec.progress import progress
 from instructrec.settings import Settings
 from model.data import Dataset, fetch_ml100k, load_ml100k
 from model.evaluation import (
@@ -184,20 +185,20 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
         if model_dir.parent == config.models_root:
             write_latest(config.models_root, model_dir.name)  # a complete version now
     rows = []
-    for protocol in config.protocols:
-        for name, scorer in methods.items():
-            started = time.perf_counter()
-            m = evaluate(scorer, splits, protocol, catalog, config.seed)
-            rows.append(
-                {
-                    "method": name,
-                    "protocol": protocol,
-                    **m.as_row(),
-                    "ours": name == OURS,
-                    "seconds": round(time.perf_counter() - started, 1),
-                }
-            )
-            print(f"eval {protocol:5s} {name:26s} {m.as_row()}", flush=True)
+    runs = [(protocol, name, scorer) for protocol in config.protocols for name, scorer in methods.items()]
+    for protocol, name, scorer in progress(runs, "eval", unit="method"):
+        started = time.perf_counter()
+        m = evaluate(scorer, splits, protocol, catalog, config.seed)
+        rows.append(
+            {
+                "method": name,
+                "protocol": protocol,
+                **m.as_row(),
+                "ours": name == OURS,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+        print(f"eval {protocol:5s} {name:26s} {m.as_row()}", flush=True)
     if config.sentiment_epochs > 0:
         rows += sentiment_rows(config)
     effects = []

@@ -229,7 +229,9 @@ def finetune(
     generator = torch.Generator().manual_seed(config.seed)
     best: tuple[float, int, dict[str, Any], dict[str, Any]] | None = None
     history = []
-    for epoch in range(1, config.epochs + 1):
+    from instructrec.progress import progress
+
+    for epoch in progress(range(1, config.epochs + 1), "sentiment fine-tuning", total=config.epochs, unit="epoch"):
         encoder.train()
         head.train()
         order = torch.randperm(len(fit), generator=generator).tolist()

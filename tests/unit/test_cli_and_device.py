@@ -102,3 +102,10 @@ def test_the_gpu_check_script_runs_on_cpu(tmp_path):
     }
     assert all(r["texts_per_s"] > 0 for r in rows)
     assert all(r["texts_per_s"] > 0 for r in rows)
+
+
+def test_progress_bars_pass_items_through_and_stay_quiet_off_a_terminal(capsys):
+    from instructrec.progress import progress
+
+    assert list(progress(iter(range(5)), "replay", unit="msg")) == [0, 1, 2, 3, 4]
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here: no bar
