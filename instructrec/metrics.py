@@ -11,6 +11,7 @@ the lag there is a lower bound.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -106,6 +107,33 @@ class PoolMetrics(_Metrics):
         self.model_info.labels(version=version, device=device).set(1)
 
 
+class CountersCollector:
+    """Exposes a dataclass of plain counters (ints, and one dict of ints by reason) as
+    Prometheus counters, read at scrape time: ``instructrec_<prefix>_<field>_total``."""
+
+    def __init__(self, counters: Any, prefix: str, help_text: str) -> None:
+        self.counters, self.prefix, self.help_text = counters, prefix, help_text
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        for name, value in vars(self.counters).items():
+            metric = f"instructrec_{self.prefix}_{name}"
+            if isinstance(value, dict):
+                family = CounterMetricFamily(metric, f"{self.help_text}: {name}", labels=["reason"])
+                for reason, n in value.items():
+                    family.add_metric([reason], n)
+                yield family
+            elif isinstance(value, int | float):
+                yield CounterMetricFamily(metric, f"{self.help_text}: {name}", value=value)
+
+
+def counters_registry(counters: Any, prefix: str, help_text: str) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(CountersCollector(counters, prefix, help_text))  # type: ignore[arg-type]
+    return registry
+
+
 def lag_of(
     positions: Mapping[tuple[str, int], int | None], ends: Mapping[tuple[str, int], int | None]
 ) -> dict[tuple[str, int], int]:
@@ -125,4 +153,4 @@ def families(text: bytes | str) -> Iterable[str]:
     return [f.name for f in text_string_to_metric_families(body)]
 
 
-__all__ = ["CONTENT_TYPE_LATEST", "PoolMetrics", "StreamMetrics", "families", "lag_of"]
+__all__ = ["CONTENT_TYPE_LATEST", "PoolMetrics", "StreamMetrics", "counters_registry", "families", "lag_of"]

@@ -32,8 +32,10 @@ from typing import Any, cast
 
 import faust
 from faust.types import Message
+from prometheus_client import generate_latest
 
 from instructrec.logs import get_logger
+from instructrec.metrics import counters_registry
 from instructrec.settings import Settings
 from schemas.exceptions import DecodeError
 from schemas.records import (
@@ -120,6 +122,13 @@ class AlertsWorker:
         app.agent(self.ticker_topic, name="tickers")(self._on_ticker)
         app.agent(self.deliveries_topic, name="deliveries")(self._on_deliveries)
         app.on_before_shutdown.connect(self._log_counters)
+        self.metrics = counters_registry(self.counters, "alerts", "Alerts worker")
+        worker = self
+
+        async def metrics(view: Any, request: Any) -> Any:  # GET /metrics/ (instructrec/metrics.py)
+            return view.text(generate_latest(worker.metrics).decode(), content_type="text/plain")
+
+        app.page("/metrics/")(metrics)
 
     def _ts(self, _event: Any = None) -> float:
         return self._event_ts

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import signal
 import time
+import urllib.request
 
 import orjson
 import pytest
@@ -162,10 +163,16 @@ def test_a_planted_surge_alerts_its_followers_once(broker, tmp_path, model_and_h
             for ms in read_topic(settings, settings.topics.dead_letters).values()
             for m in ms
         ]
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.alerts_web_port}/metrics/", timeout=10) as reply:
+            exposition = reply.read().decode()
     finally:
         codes = procs.stop()
     assert codes == {"scoring-pool": 0, "alerts-worker": 0}, tail_logs(procs)
     logs = tail_logs(procs, 60)
+    # The alerts worker's /metrics/ counts the same.
+    assert "instructrec_alerts_alerts_total 3.0" in exposition, exposition
+    assert 'instructrec_alerts_dead_letters_total{reason="too-late"} 1.0' in exposition, exposition
+    assert f"instructrec_alerts_news_total {float(len(news))}" in exposition, exposition  # the bad ones apart
     # Exactly one alert per surge window and ticker; none for the calm tickers.
     assert sorted(a.ticker for a in alerts) == ["AAA", "DDD", "EEE"], (alerts, logs)
     by_ticker = {a.ticker: a for a in alerts}

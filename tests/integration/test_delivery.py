@@ -27,7 +27,7 @@ from instructrec.results import ResultCollector
 from instructrec.runner import Processes, wait_until_ready
 from model.data import load_ml100k
 from tests.integration.conftest import BrokerInfo, env_for, make_settings, tail_logs, user_traffic
-from tests.integration.test_outage import wait_status
+from tests.integration.test_outage import ready
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +40,19 @@ def _wait_exit(procs: Processes, name: str, timeout: float = 120.0) -> int:
             raise AssertionError(f"{name} did not hit its failpoint:\n{tail_logs(procs)}")
         time.sleep(0.2)
     return proc.returncode
+
+
+def _ready_or_gone(procs: Processes, port: int, timeout: float = 120.0) -> None:
+    """Until the restarted stream worker is ready -- or has already hit its next failpoint:
+    it reads the uncommitted records again from the start, and its next send can come
+    within a second of being ready."""
+    deadline = time.monotonic() + timeout
+    while procs.procs["stream-worker"].poll() is None:
+        if ready(port, "/ready/")[0] == 200:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the restarted stream worker was never ready\n{tail_logs(procs)}")
+        time.sleep(0.2)
 
 
 def _started_past_the_start(log: str) -> list[str]:
@@ -95,7 +108,7 @@ def test_a_crash_at_each_delivery_step_loses_nothing_and_duplicates_are_identica
             if point is not None:
                 exits[point] = _wait_exit(procs, "stream-worker")
                 procs.start("stream-worker", "stream-worker", env={"INSTRUCTREC_FAILPOINTS": nxt or ""})
-                wait_status(settings.web_port, "/ready/", 200, 120)
+                _ready_or_gone(procs, settings.web_port)
                 time.sleep(5)
             if "pool.after-publish" not in exits and procs.procs["scoring-pool"].poll() is not None:
                 exits["pool.after-publish"] = procs.procs["scoring-pool"].returncode
