@@ -266,6 +266,14 @@ def read_topic(settings: Settings, topic: str, idle_polls: int = 5) -> dict[int,
     return out
 
 
+def read_records(settings: Settings, spec: Any) -> list[Any]:
+    """Every record of ``spec``'s topic (a schemas.topics.TopicSpec), decoded, partition by
+    partition in offset order."""
+    return [
+        spec.codec.decode(m.value()) for ms in read_topic(settings, settings.topics.name(spec)).values() for m in ms
+    ]
+
+
 def content_of(value: bytes) -> bytes:
     """A result's content: everything but the timings of the delivery that carried it."""
     record = orjson.loads(value)

@@ -294,17 +294,10 @@ def _send_news(settings: Settings, rate: float, stop: threading.Event) -> None:
 
 def alert_summary(settings: Settings, say: Any) -> dict[str, Any]:
     """Alerts raised and delivered during the run; the first alert printed."""
-    from instructrec.chaos import read_topic
+    from instructrec.chaos import read_records
     from schemas.topics import ALERTS, USER_ALERTS
 
-    alerts = [
-        ALERTS.codec.decode(m.value()) for ms in read_topic(settings, settings.topics.alerts).values() for m in ms
-    ]
-    delivered = [
-        USER_ALERTS.codec.decode(m.value())
-        for ms in read_topic(settings, settings.topics.user_alerts).values()
-        for m in ms
-    ]
+    alerts, delivered = read_records(settings, ALERTS), read_records(settings, USER_ALERTS)
     for a in alerts[:3]:
         top = a.headlines[0].text if a.headlines else ""
         say(

@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from instructrec.broker import free_port
-from instructrec.chaos import read_topic
+from instructrec.chaos import read_records, read_topic
 from instructrec.kafka import create_topics, make_producer
 from instructrec.runner import Processes
 from model.sentiment import (
@@ -53,21 +53,25 @@ def model_and_headlines(sentiment_model_dir):
     return out, negative, calm
 
 
-def test_a_planted_surge_alerts_its_followers_once(broker, tmp_path, model_and_headlines):
-    model_dir, negative, calm = model_and_headlines
+def _alerts_system(broker, tmp_path, model_dir, **alert_settings) -> tuple:
+    """Settings and environment for a pool and an alerts worker on fresh topics: 60 s
+    windows hopping by 30 s, at least 5 headlines, plus ``alert_settings``
+    (``INSTRUCTREC_ALERT_<NAME>``)."""
     settings = make_settings(broker, tmp_path, partitions=2, alerts_web_port=free_port())
     create_topics(settings)
+    values = {"window_s": W, "hop_s": W / 2, "min_count": 5, **alert_settings}
     env = {
         **env_for(settings),
         "INSTRUCTREC_SENTIMENT_MODEL_DIR": str(model_dir),
         "INSTRUCTREC_ALERTS_WEB_PORT": str(settings.alerts_web_port),
-        "INSTRUCTREC_ALERT_WINDOW_S": str(W),
-        "INSTRUCTREC_ALERT_HOP_S": str(W / 2),
-        "INSTRUCTREC_ALERT_BASELINE_WINDOWS": "6",
-        "INSTRUCTREC_ALERT_MIN_COUNT": "5",
-        "INSTRUCTREC_ALERT_USER_MAX": "1",
-        "INSTRUCTREC_ALERT_GATHER_MS": "5000",
+        **{f"INSTRUCTREC_ALERT_{name.upper()}": str(value) for name, value in values.items()},
     }
+    return settings, env
+
+
+def test_a_planted_surge_alerts_its_followers_once(broker, tmp_path, model_and_headlines):
+    model_dir, negative, calm = model_and_headlines
+    settings, env = _alerts_system(broker, tmp_path, model_dir, baseline_windows=6, user_max=1, gather_ms=5000)
     neg, ok = iter(negative * 3), iter(calm * 3)
     news: list[NewsItem] = []
 
@@ -150,19 +154,9 @@ def test_a_planted_surge_alerts_its_followers_once(broker, tmp_path, model_and_h
                 break
             time.sleep(2)
         time.sleep(8)  # anything that should not come has had time to
-        alerts = [
-            ALERTS.codec.decode(m.value()) for ms in read_topic(settings, settings.topics.alerts).values() for m in ms
-        ]
-        delivered = [
-            USER_ALERTS.codec.decode(m.value())
-            for ms in read_topic(settings, settings.topics.user_alerts).values()
-            for m in ms
-        ]
-        letters = [
-            DEAD_LETTERS.codec.decode(m.value())
-            for ms in read_topic(settings, settings.topics.dead_letters).values()
-            for m in ms
-        ]
+        alerts = read_records(settings, ALERTS)
+        delivered = read_records(settings, USER_ALERTS)
+        letters = read_records(settings, DEAD_LETTERS)
         with urllib.request.urlopen(f"http://127.0.0.1:{settings.alerts_web_port}/metrics/", timeout=10) as reply:
             exposition = reply.read().decode()
     finally:
@@ -229,17 +223,7 @@ def test_windows_and_fired_alerts_survive_restarts(broker, tmp_path, model_and_h
     because its first headlines were recovered (the count and the baseline say so); after
     a SIGKILL the recovered state keeps it from firing twice."""
     model_dir, negative, calm = model_and_headlines
-    settings = make_settings(broker, tmp_path, partitions=2, alerts_web_port=free_port())
-    create_topics(settings)
-    env = {
-        **env_for(settings),
-        "INSTRUCTREC_SENTIMENT_MODEL_DIR": str(model_dir),
-        "INSTRUCTREC_ALERTS_WEB_PORT": str(settings.alerts_web_port),
-        "INSTRUCTREC_ALERT_WINDOW_S": str(W),
-        "INSTRUCTREC_ALERT_HOP_S": str(W / 2),
-        "INSTRUCTREC_ALERT_BASELINE_WINDOWS": "3",
-        "INSTRUCTREC_ALERT_MIN_COUNT": "5",
-    }
+    settings, env = _alerts_system(broker, tmp_path, model_dir, baseline_windows=3)
     neg, ok = iter(negative), iter(calm)
     count = iter(range(10**6))
 
@@ -260,9 +244,7 @@ def test_windows_and_fired_alerts_survive_restarts(broker, tmp_path, model_and_h
         assert producer.flush(30) == 0
 
     def alerts() -> list:
-        return [
-            ALERTS.codec.decode(m.value()) for ms in read_topic(settings, settings.topics.alerts).values() for m in ms
-        ]
+        return read_records(settings, ALERTS)
 
     try:
         procs.start("scoring-pool", "pool")
@@ -285,11 +267,7 @@ def test_windows_and_fired_alerts_survive_restarts(broker, tmp_path, model_and_h
         _wait_state(settings, "AAA", lambda s: f"{last.news_id}:AAA" in s.get("seen", {}), "the last headline", procs)
         time.sleep(5)  # an alert it would raise comes right after the state write
         fired = alerts()
-        delivered = [
-            USER_ALERTS.codec.decode(m.value())
-            for ms in read_topic(settings, settings.topics.user_alerts).values()
-            for m in ms
-        ]
+        delivered = read_records(settings, USER_ALERTS)
     finally:
         codes = procs.stop()
     assert codes == {"scoring-pool": 0, "alerts-worker": 0}, tail_logs(procs)
