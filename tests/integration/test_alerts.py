@@ -188,7 +188,7 @@ def test_a_planted_surge_alerts_its_followers_once(broker, tmp_path, model_and_h
     assert len(too_late) == 1, letters
     assert orjson.loads(base64.b64decode(too_late[0].value_b64))["news_id"] == late.news_id
     assert too_late[0].source_topic == settings.topics.sentiment_results
-    assert all(out_of_order.news_id not in base64.b64decode(d.value_b64).decode() for d in letters)
+    assert all(out_of_order.news_id.encode() not in base64.b64decode(d.value_b64) for d in letters)
     # Bad news and follows are dead-lettered with their bytes, where they came from and why.
     for topic, bad in ((settings.topics.news, bad_news), (settings.topics.follows, bad_follows)):
         got_back = {base64.b64decode(d.value_b64): d for d in letters if d.source_topic == topic}
