@@ -23,9 +23,6 @@ SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 class _Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.dead_letters = Counter(
-            "instructrec_dead_letters", "Messages sent to the dead-letter topic", ["reason"], registry=self.registry
-        )
         self.consumer_lag = Gauge(
             "instructrec_consumer_lag", "High watermark minus position", ["topic", "partition"], registry=self.registry
         )
@@ -40,20 +37,24 @@ class _Metrics:
             self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))
 
 
-class StreamMetrics(_Metrics):
-    """The stream worker: what it reads, plans and holds."""
+# The stream worker's counters (streams.agents.StreamCounters) as Prometheus counters.
+STREAM_COUNTERS = {
+    "events": ("instructrec_events", "Click/view events applied to user contexts"),
+    "triggers": ("instructrec_triggers", "Triggers planned into score requests"),
+    "score_requests": ("instructrec_score_requests", "Score requests sent (re-sends included)"),
+    "resent": ("instructrec_resent_requests", "Score requests re-sent from a recovered outbox"),
+    "dead_letters": ("instructrec_dead_letters", "Messages sent to the dead-letter topic"),
+}
 
-    def __init__(self) -> None:
+
+class StreamMetrics(_Metrics):
+    """The stream worker: what it reads, plans and holds. Its counts are the worker's own
+    counters (the ones it logs at shutdown), read at scrape time."""
+
+    def __init__(self, counters: Any) -> None:
         super().__init__()
         r = self.registry
-        self.events = Counter("instructrec_events", "Click/view events applied to user contexts", registry=r)
-        self.triggers = Counter("instructrec_triggers", "Triggers planned into score requests", registry=r)
-        self.score_requests = Counter(
-            "instructrec_score_requests", "Score requests sent (re-sends included)", registry=r
-        )
-        self.resent = Counter(
-            "instructrec_resent_requests", "Score requests re-sent from a recovered outbox", registry=r
-        )
+        r.register(CountersCollector(counters, names=STREAM_COUNTERS))  # type: ignore[arg-type]
         self.stream_seconds = Histogram(
             "instructrec_stream_stage_seconds",
             "Trigger produced -> its score request acknowledged by the broker",
@@ -72,6 +73,9 @@ class PoolMetrics(_Metrics):
     def __init__(self) -> None:
         super().__init__()
         r = self.registry
+        self.dead_letters = Counter(
+            "instructrec_dead_letters", "Messages sent to the dead-letter topic", ["reason"], registry=r
+        )
         self.results = Counter("instructrec_results", "Results published", ["kind"], registry=r)
         self.batch_requests = Histogram(
             "instructrec_batch_requests", "Requests per scored batch", buckets=SIZE_BUCKETS, registry=r
@@ -109,23 +113,29 @@ class PoolMetrics(_Metrics):
 
 class CountersCollector:
     """Exposes a dataclass of plain counters (ints, and one dict of ints by reason) as
-    Prometheus counters, read at scrape time: ``instructrec_<prefix>_<field>_total``."""
+    Prometheus counters, read at scrape time: the fields ``names`` maps to (metric name,
+    help), or every field as ``instructrec_<prefix>_<field>_total``."""
 
-    def __init__(self, counters: Any, prefix: str, help_text: str) -> None:
-        self.counters, self.prefix, self.help_text = counters, prefix, help_text
+    def __init__(
+        self, counters: Any, prefix: str = "", help_text: str = "", names: Mapping[str, tuple[str, str]] | None = None
+    ) -> None:
+        self.counters, self.prefix, self.help_text, self.names = counters, prefix, help_text, names
 
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily
 
         for name, value in vars(self.counters).items():
-            metric = f"instructrec_{self.prefix}_{name}"
+            if self.names is not None and name not in self.names:
+                continue
+            metric, help_text = self.names[name] if self.names else (f"instructrec_{self.prefix}_{name}", "")
+            help_text = help_text or f"{self.help_text}: {name}"
             if isinstance(value, dict):
-                family = CounterMetricFamily(metric, f"{self.help_text}: {name}", labels=["reason"])
+                family = CounterMetricFamily(metric, help_text, labels=["reason"])
                 for reason, n in value.items():
                     family.add_metric([reason], n)
                 yield family
             elif isinstance(value, int | float):
-                yield CounterMetricFamily(metric, f"{self.help_text}: {name}", value=value)
+                yield CounterMetricFamily(metric, help_text, value=value)
 
 
 def counters_registry(counters: Any, prefix: str, help_text: str) -> CollectorRegistry:

@@ -54,7 +54,6 @@ from schemas.codec import check_not_future, dead_letter, decode_events
 from schemas.exceptions import DecodeError
 from schemas.records import Trigger
 from schemas.topics import CATALOG, DEAD_LETTERS, SCORE_REQUESTS, TRIGGERS
-from streams.app import tp_label
 from streams.catalog import CatalogReplica
 from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_score_request
 
@@ -184,11 +183,11 @@ class StreamWorker:
     restart_requested: bool = False
     # The feed watchdog's offsets client (confluent Consumer, created on first use).
     _end_client: Any = field(default=None, init=False, repr=False)
-    _start_logged: set[Any] = field(default_factory=set, init=False, repr=False)
-    metrics: StreamMetrics = field(default_factory=StreamMetrics, init=False, repr=False)
+    metrics: StreamMetrics = field(init=False, repr=False)  # over ``counters``
 
     def __post_init__(self) -> None:
         s, t = self.settings, self.settings.topics
+        self.metrics = StreamMetrics(self.counters)
         self.activity_topic = self.app.topic(t.events, t.triggers, partitions=s.partitions, **_RAW)
         self.catalog_topic = self.app.topic(t.catalog, partitions=s.partitions, **_RAW)
         self.requests_topic = self.app.topic(t.score_requests, partitions=s.partitions, **_RAW)
@@ -302,7 +301,6 @@ class StreamWorker:
 
     async def _dead_letter(self, message: Message | Origin, reason: str, detail: str) -> None:
         self.counters.dead_letters[reason] = self.counters.dead_letters.get(reason, 0) + 1
-        self.metrics.dead_letters.labels(reason=reason).inc()
         await send_dead_letter(self.dead_topic, message, reason, detail, COMPONENT)
 
     async def _on_activity(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -355,7 +353,6 @@ class StreamWorker:
                     items_of(UserContext.events(old)), items_of(new["events"]), max_shift=len(events)
                 )
             self.counters.events += len(events)
-            self.metrics.events.inc(len(events))
         return set(by_user)
 
     async def handle_trigger(self, message: Message) -> list[Staged]:
@@ -468,15 +465,9 @@ class StreamWorker:
             m.table_keys.labels(table="user-context").set(len(self.context))
         except Exception:  # the table is not there (stopping)
             return
-        consumer: Any = self.app.consumer
         if not self.readiness.ok("partitions"):
             return
-        t = self.settings.topics
-        positions: dict[tuple[str, int], int | None] = {}
-        for tp in consumer.assignment():
-            if tp.topic in (t.events, t.triggers, t.catalog):
-                read = consumer._read_offset.get(tp)
-                positions[(tp.topic, tp.partition)] = read + 1 if read is not None else await consumer.position(tp)
+        positions = {(tp.topic, tp.partition): pos for tp, pos in (await self._positions()).items()}
         loop = asyncio.get_running_loop()
         ends = await loop.run_in_executor(None, self._high_watermarks, list(positions))
         m.set_lag(lag_of(positions, ends))
@@ -509,8 +500,19 @@ class StreamWorker:
         events = sorted(tp.partition for tp in assigned if tp.topic == self.settings.topics.events)
         log.info("partitions assigned", events=events)
 
+    async def _positions(self, skip: Any = ()) -> dict[Any, int | None]:
+        """Next offset to read per assigned source partition (events, triggers, catalog)."""
+        consumer: Any = self.app.consumer
+        t = self.settings.topics
+        sources = {t.events, t.triggers, t.catalog}
+        positions: dict[Any, int | None] = {}
+        for tp in consumer.assignment():
+            if tp.topic in sources and tp not in skip:
+                read = consumer._read_offset.get(tp)  # the last record delivered (our drain loop keeps it)
+                positions[tp] = read + 1 if read is not None else await consumer.position(tp)
+        return positions
+
     async def _forget_feed(self, *_args: Any, **_kwargs: Any) -> None:
-        self._start_logged.clear()
         if self.watchdog is not None:
             self.watchdog.forget()
 
@@ -525,24 +527,8 @@ class StreamWorker:
         if not working or consumer.suspend_flow.is_set():
             watchdog.forget()
             return
-        t = self.settings.topics
-        sources = {t.events, t.triggers, t.catalog}
-        paused = consumer._paused_partitions
-        positions: dict[Any, int | None] = {}
-        for tp in consumer.assignment():
-            if tp.topic in sources and tp not in paused:
-                read = consumer._read_offset.get(tp)  # the last record delivered (our drain loop keeps it)
-                positions[tp] = read + 1 if read is not None else await consumer.position(tp)
+        positions = await self._positions(skip=consumer._paused_partitions)
         loop = asyncio.get_running_loop()
-        unread = [tp for tp in positions if tp not in self._start_logged and consumer._read_offset.get(tp) is None]
-        if unread:  # where reading starts after an assignment (nothing read there yet)
-            self._start_logged.update(unread)
-            ends = await loop.run_in_executor(None, self._high_watermarks, [(tp.topic, tp.partition) for tp in unread])
-            log.info(
-                "reading starts",
-                at={tp_label(tp): positions[tp] for tp in unread},
-                high_watermarks={tp_label(tp): ends.get((tp.topic, tp.partition)) for tp in unread},
-            )
         idle = watchdog.note(positions, loop.time())
         if not idle:
             return
@@ -618,7 +604,6 @@ class StreamWorker:
                 data = unpack(packed)
                 staged.append(Staged(key, request_id, key, data))
                 self.counters.resent += 1
-                self.metrics.resent.inc()
             for request_id, origin_json in UserContext.waiting(value).items():
                 origin = Origin.from_json(origin_json)
                 try:
@@ -667,7 +652,6 @@ class StreamWorker:
             return None
         self.context[key] = UserContext.stage(context, trigger.request_id, pack(data))
         self.counters.triggers += 1
-        self.metrics.triggers.inc()
         log.debug(
             "score request planned",
             request_id=request.request_id,
@@ -702,7 +686,6 @@ class StreamWorker:
             log.error("outbox not written: exiting to be restarted", requests=len(staged), error=str(exc))
             os._exit(RESTART_EXIT_CODE)
         self.counters.score_requests += len(staged)
-        self.metrics.score_requests.inc(len(staged))
         acknowledged = time.time()
         for s in staged:
             if s.trigger_ts > 0:

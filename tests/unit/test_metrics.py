@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from prometheus_client import generate_latest
 
 from instructrec.metrics import PoolMetrics, StreamMetrics, counters_registry, families, lag_of
+from streams.agents import StreamCounters
 
 
 def test_lag_is_end_minus_position_where_both_are_known() -> None:
@@ -17,7 +18,7 @@ def test_lag_is_end_minus_position_where_both_are_known() -> None:
 
 
 def test_the_lag_gauge_forgets_partitions_given_away() -> None:
-    m = StreamMetrics()
+    m = StreamMetrics(StreamCounters())
     m.set_lag({("events", 0): 3, ("events", 1): -2})
     text = m.render().decode()
     assert 'instructrec_consumer_lag{partition="0",topic="events"} 3.0' in text
@@ -28,10 +29,14 @@ def test_the_lag_gauge_forgets_partitions_given_away() -> None:
 
 
 def test_each_process_has_its_own_registry_and_names() -> None:
-    stream, pool, pool2 = StreamMetrics(), PoolMetrics(), PoolMetrics()  # no duplicate-registration error
+    counters = StreamCounters(events=48, dead_letters={"invalid-json": 1})
+    stream, pool, pool2 = StreamMetrics(counters), PoolMetrics(), PoolMetrics()  # no duplicate-registration error
     pool.serving("v2", "cuda:0/bfloat16")
     pool.serving("v3", "cuda:0/bfloat16")
     assert "instructrec_events" in families(stream.render())
+    assert "instructrec_events_total 48.0" in stream.render().decode()  # the worker's own counters
+    assert 'instructrec_dead_letters_total{reason="invalid-json"} 1.0' in stream.render().decode()
+    assert "context_writes" not in stream.render().decode()  # only the fields it names
     assert {"instructrec_end_to_end_seconds", "instructrec_batch_requests", "instructrec_model_info"} <= set(
         families(pool.render())
     )
