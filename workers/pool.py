@@ -47,6 +47,12 @@ COMPONENT = "scoring-pool"
 LAG_EVERY_S = 5.0
 
 
+def _texts(request: Any) -> int:
+    """Texts the model reads for a request (its batching cost): the candidates plus the
+    instruction; one for a headline."""
+    return 1 + len(request.candidates) if isinstance(request, ScoreRequest) else 1
+
+
 @dataclass(frozen=True)
 class Rejected:
     """A request that gets a dead letter instead of a result."""
@@ -294,9 +300,7 @@ class ScoringWorker:
             future = Future()
             future.set_result(Rejected(exc.reason, exc.detail))
         else:
-            # Cost in texts the model reads: candidate pairs plus the instruction; one headline.
-            cost = 1 + len(request.candidates) if isinstance(request, ScoreRequest) else 1
-            future = self.batcher.submit(request, cost=cost)
+            future = self.batcher.submit(request, cost=_texts(request))
         self.inflight.append((msg, future))
         topic, partition, offset = _origin(msg)
         self.next_offset[(topic, partition)] = offset + 1
@@ -311,7 +315,7 @@ class ScoringWorker:
             m = self.metrics
             m.scoring_seconds.observe(time.perf_counter() - started)
             m.batch_requests.observe(len(requests))
-            m.batch_texts.observe(sum(1 + len(r.candidates) if isinstance(r, ScoreRequest) else 1 for r in requests))
+            m.batch_texts.observe(sum(map(_texts, requests)))
 
     def _score_batch(self, requests: Sequence[Request]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(requests)
