@@ -257,9 +257,9 @@ def cmd_train_sentiment(args: argparse.Namespace) -> int:
 
     from model.exceptions import ModelNotFound
     from model.scorer import default_model_dir
-    from model.sentiment import FinetuneConfig, evaluate_sentiment, resolve_sentiment
+    from model.sentiment import FinetuneConfig, evaluate_sentiment, resolve_sentiment, sentiment_root
 
-    out = Path(args.out) if args.out else _settings().data_dir / "models" / "sentiment"
+    out = Path(args.out) if args.out else sentiment_root(_settings().data_dir)
     if not args.force:
         try:
             print(f"sentiment model present: {resolve_sentiment(out)} (--force trains anew)")

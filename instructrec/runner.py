@@ -167,7 +167,7 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
         elif options.alerts:
             say(
                 f"stream worker and scoring pool started; logs in {log_dir} (no sentiment model under "
-                f"{settings.data_dir / 'models' / 'sentiment'}: no alerts; `make sentiment` trains one)"
+                f"{settings.data_dir}/models/sentiment: no alerts; `make sentiment` trains one)"
             )
         else:
             say(f"stream worker and scoring pool started (alerts off); logs in {log_dir}")
@@ -204,12 +204,10 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
             if time.monotonic() >= measure_from:
                 measured.append(t.request_id)
 
-        news_sender = None
-        if sentiment_dir is not None:
-            news_sender = threading.Thread(
+        if sentiment_dir is not None:  # beside the ml-100k replay, from its own thread
+            threading.Thread(
                 target=_send_news, args=(settings, options.news_rate, stop), name="news", daemon=True
-            )
-            news_sender.start()
+            ).start()
         stats = replayer.run(plan(dataset, options.replay), options.rate, stop, on_trigger=on_trigger)
         replay_s = time.monotonic() - replay_started
         collector.wait_for(set(sent), drain if options.duration is not None else 10.0)
@@ -251,9 +249,9 @@ def sentiment_model(settings: Settings) -> Path | None:
     """The headline sentiment model `make run` serves: the configured one, else the latest
     under ``<data_dir>/models/sentiment`` (``make sentiment`` puts one there); None: none."""
     from model.exceptions import ModelNotFound
-    from model.sentiment import resolve_sentiment
+    from model.sentiment import resolve_sentiment, sentiment_root
 
-    root = settings.sentiment_model_dir or settings.data_dir / "models" / "sentiment"
+    root = settings.sentiment_model_dir or sentiment_root(settings.data_dir)
     try:
         return resolve_sentiment(root)
     except ModelNotFound:

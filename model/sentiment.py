@@ -280,6 +280,12 @@ def save_sentiment(encoder: Any, head: SentimentHead, out_dir: Path, card: dict[
     return out_dir
 
 
+def sentiment_root(data_dir: Path) -> Path:
+    """Where `make sentiment` (``instructrec train-sentiment``) keeps its versions and
+    where `make run` looks for one."""
+    return Path(data_dir) / "models" / "sentiment"
+
+
 def resolve_sentiment(root: Path) -> Path:
     """A version directory (it has the card), or a root whose LATEST names one."""
     root = Path(root)
