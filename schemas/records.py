@@ -189,8 +189,9 @@ class Timings(BaseModel):
 class Recommendation(Record):
     """The output. Topic ``recommendations``, keyed by ``user_id``.
 
-    ``recommendation_id`` is ``<request_id>:<model version>``: a redelivered result has
-    the same id and the same items, so consumers can drop duplicates by id.
+    ``recommendation_id`` is derived from (user_id, request_id, model version): unique per
+    user even when producers reuse request ids, and the same for every redelivered copy,
+    whose content is the same too; consumers drop duplicates by it.
     """
 
     recommendation_id: str

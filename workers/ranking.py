@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
+
+import orjson
 
 from model.explain import explain
 from model.scorer import ScoredRequest
 from schemas.records import ModelInfo, RankedItem, Recommendation, ScoreRequest, Timings
 
 
-def recommendation_id(request_id: str, model_version: str) -> str:
-    return f"{request_id}:{model_version}"
+def recommendation_id(user_id: str, request_id: str, model_version: str) -> str:
+    """Unique per (user, request, model version) and the same for every copy of one result:
+    producers reuse request ids across users (per-user counters, retries from elsewhere),
+    so the request id alone does not name a result. The three parts are JSON-encoded
+    before hashing, so no choice of separators in ids can make two triples collide."""
+    key = orjson.dumps([user_id, request_id, model_version])
+    return "rec-" + hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
 def rank(
@@ -65,7 +73,7 @@ def rank(
     )
     done = now()
     return Recommendation(
-        recommendation_id=recommendation_id(request.request_id, model.version),
+        recommendation_id=recommendation_id(request.user_id, request.request_id, model.version),
         request_id=request.request_id,
         user_id=request.user_id,
         items=items,

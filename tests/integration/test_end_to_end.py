@@ -29,6 +29,7 @@ from instructrec.runner import Processes, wait_until_ready
 from model.data import load_ml100k
 from schemas.records import Event, Trigger
 from schemas.topics import ALL_TOPICS
+from workers.ranking import recommendation_id
 from tests.integration.conftest import env_for, make_settings, tail_logs
 
 pytestmark = pytest.mark.integration
@@ -219,7 +220,7 @@ def test_results_are_k_distinct_catalog_items_with_non_increasing_scores(scenari
         scores = [i.score for i in rec.items]
         assert scores == sorted(scores, reverse=True)
         assert rec.model.name and rec.model.version and rec.explanation
-        assert rec.recommendation_id == f"{rid}:{rec.model.version}"
+        assert rec.recommendation_id == recommendation_id(rec.user_id, rid, rec.model.version)
 
 
 def test_recalled_items_were_never_seen_by_the_user(scenario):

@@ -14,6 +14,7 @@ from instructrec.results import ResultCollector
 from instructrec.runner import Processes
 from model.data import load_ml100k
 from schemas.topics import SCORE_REQUESTS
+from workers.ranking import recommendation_id
 from tests.integration.conftest import env_for, make_settings, tail_logs
 
 pytestmark = pytest.mark.integration
@@ -113,7 +114,10 @@ def test_a_new_model_version_is_picked_up_without_a_restart(broker, tmp_path):
         assert collector.wait_for({r.request_id for r in requests}, 180), tail_logs(procs)
         versions = [rec.model.version for rec in collector.results.values()]
         assert versions[:20] == ["v1"] * 20 and versions[20:] == ["v2"] * 20
-        assert all(rec.recommendation_id.endswith(":" + rec.model.version) for rec in collector.results.values())
+        assert all(
+            rec.recommendation_id == recommendation_id(rec.user_id, rec.request_id, rec.model.version)
+            for rec in collector.results.values()
+        )
         assert procs.procs["pool"].poll() is None  # no restart happened
         assert [rec.model.fusion for rec in collector.results.values()] == [None] * 20 + [fusion] * 20
         # The pool's v2 scores are the offline fused scores of the same version directory.

@@ -3,7 +3,7 @@ import pytest
 from model.exceptions import ScoringError
 from model.scorer import ScoredRequest
 from schemas.records import Candidate, HistoryItem, ModelInfo, ScoreRequest
-from workers.ranking import rank
+from workers.ranking import rank, recommendation_id
 
 MODEL = ModelInfo(name="m", version="v1")
 
@@ -38,7 +38,7 @@ def test_top_k_sorted_by_score_with_ids_breaking_ties():
     assert [i.rank for i in rec.items] == [1, 2, 3]
     scores = [i.score for i in rec.items]
     assert scores == sorted(scores, reverse=True)
-    assert rec.recommendation_id == "r1:v1" and rec.model == MODEL
+    assert rec.recommendation_id == recommendation_id("u", "r1", "v1") and rec.model == MODEL
     assert rec.timings.pipeline_ms == pytest.approx(300.0)
     assert rec.timings.queue_ms == pytest.approx(100.0)
 
@@ -99,3 +99,9 @@ def test_explanations_name_the_evidence_co_watched_first_then_embedding_neighbou
     plain = rank(req, ScoredRequest([0.9, 0.8, 0.7], [1, 1, 0]), MODEL, started_ts=10.2, score_ms=1)
     assert [i.because for i in plain.items] == ["h2", "h2", "h1"]
     assert "also watched" not in plain.explanation and "“Aliens” is close to “Heat”" in plain.explanation
+
+
+def test_recommendation_ids_are_unique_per_user_request_and_version():
+    ids = {recommendation_id(u, r, v) for u in ("1", "2", "1:2") for r in ("r", "2:r", "x") for v in ("v1", "v2")}
+    assert len(ids) == 18  # separators inside ids cannot make two triples collide
+    assert recommendation_id("u", "r", "v") == recommendation_id("u", "r", "v")
