@@ -17,14 +17,18 @@ The last line printed is ``chaos: {json}``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import random
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,7 @@ class ChaosOptions:
     stop_timeout_s: float = 60.0  # SIGTERM -> exit, at most (the drain bound is checked below it)
     seed: int = 0
     partitions: int = 4
+    burn: int = 0  # busy processes beside the system for the whole run (a loaded machine)
     quiet: bool = False
 
 
@@ -86,7 +91,10 @@ def run_chaos(base: Settings, options: ChaosOptions) -> dict[str, Any]:
     rng = random.Random(options.seed)
     work = Path(tempfile.mkdtemp(prefix="instructrec-chaos-"))
     started = time.monotonic()
-    with EmbeddedBroker(log_path=work / "tansu.log") if not base.bootstrap_servers else _Null() as broker:
+    with (
+        cpu_burners(options.burn),
+        EmbeddedBroker(log_path=work / "tansu.log") if not base.bootstrap_servers else _Null() as broker,
+    ):
         bootstrap = broker.bootstrap_servers if broker else base.require_bootstrap()
         settings = Settings(
             **{
@@ -160,6 +168,7 @@ def run_chaos(base: Settings, options: ChaosOptions) -> dict[str, Any]:
         "pool_kills": sum(k.target == POOL for k in sigkills),
         "sigterm_restarts": [{"target": k.target, "exit_code": k.exit_code, "exit_s": k.exit_s} for k in terms],
         "events": options.events,
+        "burn": options.burn,
         "triggers": len(triggers),
         **checks,
         "lag": lag,
@@ -173,6 +182,19 @@ def run_chaos(base: Settings, options: ChaosOptions) -> dict[str, Any]:
         "logs": str(work / "logs"),
     }
     return summary
+
+
+@contextlib.contextmanager
+def cpu_burners(n: int) -> Iterator[None]:
+    """``n`` processes that spin on a core each until the block ends: the rest of the
+    machine's work (other jobs, noisy neighbours) that the system must survive."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 class _Null:
@@ -302,6 +324,7 @@ def verify(settings: Settings, triggers: set[str]) -> dict[str, Any]:
                 dead.add(rid)
                 reasons[letter.reason] += 1
     unanswered = triggers - answered - dead
+    inconsistent = {rid: c for rid, c in contents.items() if len(c) > 1}
     table_checks = check_context(settings)
     return {
         "answered": len(triggers & (answered | dead)),
@@ -311,8 +334,32 @@ def verify(settings: Settings, triggers: set[str]) -> dict[str, Any]:
         "unanswered": len(unanswered),
         "unanswered_ids": sorted(unanswered)[:10],
         "duplicate_deliveries": sum(n - 1 for n in deliveries.values()),
-        "inconsistent_duplicates": sum(1 for c in contents.values() if len(c) > 1),
+        "inconsistent_duplicates": len(inconsistent),
+        "inconsistent_examples": [how_copies_differ(rid, c) for rid, c in sorted(inconsistent.items())[:5]],
         **table_checks,
+    }
+
+
+def how_copies_differ(recommendation_id: str, copies: set[bytes]) -> dict[str, Any]:
+    """What differs between copies of one result: the top-level fields, and for the items
+    whether the order or only the scores changed (and by how much)."""
+    records = [orjson.loads(c) for c in sorted(copies)]
+    fields = sorted(
+        {key for r in records for key in r if any(r.get(key) != other.get(key) for other in records)} - {"items"}
+    )
+    orders = {tuple(i["item_id"] for i in r["items"]) for r in records}
+    scores: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        for item in r["items"]:
+            scores[item["item_id"]].append(item["score"])
+    score_spread = max((max(v) - min(v) for v in scores.values() if len(v) > 1), default=0.0)
+    return {
+        "recommendation_id": recommendation_id,
+        "request_id": records[0].get("request_id"),
+        "copies": len(records),
+        "fields": fields,
+        "item_order_differs": len(orders) > 1,
+        "max_score_difference": score_spread,
     }
 
 

@@ -224,6 +224,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         pool_kills=args.kills,
         terms=args.terms,
         seed=args.seed,
+        burn=args.burn,
     )
     summary = run_chaos(settings, options)
     print_summary(summary)
@@ -408,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kills", type=int, default=5, help="SIGKILLs of the stream worker, and as many of the pool")
     p.add_argument("--terms", type=int, default=1, help="graceful restarts (SIGTERM under load) of each, timed")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--burn", type=int, default=0, help="busy processes spinning beside the system for the whole run (CPU load)"
+    )
     p.set_defaults(func=cmd_chaos)
 
     p = sub.add_parser("broker", help="run the embedded broker in the foreground and print its address")
