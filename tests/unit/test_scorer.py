@@ -1,8 +1,11 @@
 """The real packaged model, no broker: cache behaviour and that the scores mean something."""
 
-import pytest
+import random
 
-from model.scorer import BiEncoderScorer, TextEncoder
+import pytest
+import torch
+
+from model.scorer import BiEncoderScorer, TextEncoder, length_bucket
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,52 @@ def test_requests_scored_together_equal_requests_scored_alone(scorer):
     alone = [scorer.score_many([q], [c], [[]])[0] for q, c in zip(["a crime film", "a scary film"], items, strict=True)]
     for t, a in zip(together, alone, strict=True):
         assert t.scores == pytest.approx(a.scores, abs=1e-5)
+
+
+TITLES = [
+    "Heat (1995). Action, Crime, Thriller",
+    "Babe (1995). Children's, Comedy, Drama",
+    "Star Wars (1977). Action, Adventure, Romance, Sci-Fi, War",
+    "Alien (1979). Action, Horror, Sci-Fi, Thriller",
+    "Fargo (1996). Crime, Drama, Thriller",
+    "The user recently watched Twelve Monkeys, Contact, Scream and Fargo. Right now they are looking for "
+    '"something light for tonight". Recommend the movie they will want to watch next.',
+    "用户最近看了《Star Wars》、《Fargo》。推荐他们接下来想看的电影。",
+    "It (1990)",
+]
+
+
+def _batches(seed: int, n: int = 12) -> list[list[str]]:
+    rng = random.Random(seed)
+    return [[rng.choice(TITLES) for _ in range(rng.randint(2, 40))] for _ in range(n)]
+
+
+def test_a_texts_embedding_is_bitwise_the_same_in_any_batch(scorer):
+    """What makes a re-scored request's duplicate identical: a text's vector depends on
+    the text alone, not on the batch it shares (its neighbours, their lengths, the count)."""
+    alone = {t: scorer.encoder.encode([t])[0] for t in TITLES}
+    for batch in _batches(0):
+        for text, vec in zip(batch, scorer.encoder.encode(batch), strict=True):
+            assert torch.equal(vec, alone[text]), text
+
+
+def test_without_canonical_shapes_the_batch_changes_the_last_bits(scorer):
+    """The control: dynamic padding (batch_invariant=False) is what broke the promise."""
+    dynamic = TextEncoder(max_length=64, batch_invariant=False)
+    alone = {t: dynamic.encode([t])[0] for t in TITLES}
+    differing = sum(
+        not torch.equal(vec, alone[text])
+        for batch in _batches(1)
+        for text, vec in zip(batch, dynamic.encode(batch), strict=True)
+    )
+    assert differing > 0
+    canonical = scorer.encoder.encode(TITLES)
+    assert torch.nn.functional.cosine_similarity(canonical, torch.stack(list(alone.values()))).min() > 0.9999
+
+
+def test_length_buckets_are_powers_of_two_up_to_the_limit():
+    assert [length_bucket(n, 128) for n in (1, 16, 17, 33, 64, 65, 128, 500)] == [16, 16, 32, 64, 64, 128, 128, 128]
+    assert length_bucket(100, 100) == 100
 
 
 def test_int8_backend_quantizes_on_cpu_and_stays_close_to_fp32(scorer):
