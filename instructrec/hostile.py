@@ -67,6 +67,8 @@ CATEGORIES = (
     "event-arrays",
     "score-requests-direct",
     "amplification",
+    "strict-json-types",
+    "key-mismatch",
 )
 
 
@@ -540,11 +542,13 @@ def _unknown_and_new(b: _Builder) -> None:
         user = b.uid("new")
         value = _dumps(b.trigger(user_id=user, candidates=cands, k=3))
         b.handle("triggers", user.encode(), value, "unknown-items", note="some candidates unknown")
-    # ... and if none is known the trigger is dead-lettered.
+    # ... and if none is known the trigger is dead-lettered (keyed by its user: only the
+    # catalog is wrong with it).
+    key = b"hostile-user"
     for n in range(20):
         cands = [f"nope-{n}-{m}" for m in range(1 + n * 10)]
-        b.reject("triggers", _dumps(b.trigger(candidates=cands)), "unknown-items", "no-candidates")
-    b.reject("triggers", _dumps(b.trigger(candidates=[])), "unknown-items", "no-candidates", note="empty list")
+        b.reject("triggers", _dumps(b.trigger(candidates=cands)), "unknown-items", "no-candidates", key=key)
+    b.reject("triggers", _dumps(b.trigger(candidates=[])), "unknown-items", "no-candidates", key=key, note="empty list")
     # Brand-new users: answered with popular (or newest) items, as a cold start.
     for n in range(40):
         user = b.uid("new") if n % 5 else "\U0001f47b" * 32  # 32 ghosts: 32 characters, 128 UTF-8 bytes
@@ -667,6 +671,71 @@ def _event_arrays(b: _Builder) -> None:
     b.handle("events", user.encode(), _dumps(events), "event-arrays", note="10,000 events of one new user")
 
 
+def _strict_json_types(b: _Builder) -> None:
+    """A number is a JSON number: true, false and numbers written as strings are refused
+    where a number belongs (a trigger with "ts": true is not one from 1970), as the exported
+    schemas say; 3.0 is the integer 3, as JSON Schema reads it."""
+    numbers: dict[Kind, tuple[str, ...]] = {
+        "events": ("ts", "schema_version"),
+        "triggers": ("ts", "k", "after_ts", "schema_version"),
+        "catalog": ("schema_version",),
+        "score-requests": ("k", "trigger_ts", "request_ts", "schema_version"),
+    }
+    for kind, names in numbers.items():
+        for name in names:
+            for value in (True, False, "1", "1700000000.5"):
+                b.reject(kind, _dumps(b.valid(kind, **{name: value})), "strict-json-types", "invalid-record", note=name)
+    b.reject("events", _dumps([b.event(), b.event(ts=True)]), "strict-json-types", "invalid-record", note="in an array")
+    b.reject("catalog", _dumps(b.item(attributes={"year": True})), "strict-json-types", "invalid-record")
+    for value in (1, 0, "true", "false"):  # ... and a number is not a boolean
+        b.reject("score-requests", _dumps(b.request(cold_start=value)), "strict-json-types", "invalid-record")
+    candidate = {"item_id": "1", "text": "t", "title": "t", "source": "popular", "cooc": True}
+    b.reject("score-requests", _dumps(b.request(candidates=[candidate])), "strict-json-types", "invalid-record")
+    seen = {"item_id": "1", "title": "t", "text": "t", "event_type": "click", "ts": True}
+    b.reject("score-requests", _dumps(b.request(history=[seen])), "strict-json-types", "invalid-record")
+    user = b.uid("new")
+    b.handle(
+        "triggers",
+        user.encode(),
+        _dumps(b.trigger(user_id=user, k=3.0, schema_version=1.0)),
+        "strict-json-types",
+        note="k 3.0: an integer",
+    )
+
+
+# Keys that are not the user_id of the events they carry (None: no key).
+_WRONG_KEYS: tuple[Callable[[str], bytes | None], ...] = (
+    lambda user: b"not-this-user",
+    lambda user: None,
+    lambda user: b"hostile-user",  # a real user's key
+    lambda user: f"{user} ".encode(),
+    lambda user: user.upper().encode(),
+    lambda user: user.encode("utf-16-le"),
+)
+
+
+def _key_mismatch(b: _Builder) -> None:
+    """An events message is keyed by the user of its events: the key picks the partition,
+    and so the worker that holds the user's context. One whose events are another user's
+    than its key, or that has no key, is dead-lettered whole and not applied: each victim's
+    trigger, waiting for the last of those events, is answered as a cold start."""
+    for n in range(2 * len(_WRONG_KEYS)):
+        victim = b.uid("victim")
+        events = [b.event(user_id=victim, item_id=str(1 + m), ts=PAST_TS + m) for m in range(1 + n % 4)]
+        array = n < len(_WRONG_KEYS)
+        key = _WRONG_KEYS[n % len(_WRONG_KEYS)](victim)
+        note = f"{'an array' if array else 'one event'} keyed {key!r:.40}"
+        b.reject("events", _dumps(events if array else events[0]), "key-mismatch", "key-mismatch", key=key, note=note)
+        last = events[-1] if array else events[0]
+        trigger = b.trigger(user_id=victim, k=3, after_ts=last["ts"], after_item_id=last["item_id"])
+        b.handle("triggers", victim.encode(), _dumps(trigger), "key-mismatch", note="the victim's trigger")
+    # Two users keyed by the first: the array is refused for holding two users.
+    first = b.uid("victim")
+    second = f"{first}-2"
+    mixed = [b.event(user_id=first), b.event(user_id=second, item_id="2")]
+    b.reject("events", _dumps(mixed), "key-mismatch", "mixed-users", key=first.encode(), note="keyed by the first")
+
+
 def _big_id(b: _Builder, n: int) -> str:
     return f"big-{b.run_id}-{n}-".ljust(120, "b")
 
@@ -732,6 +801,8 @@ BUILDERS: tuple[Callable[[_Builder], None], ...] = (
     _event_arrays,
     _direct_requests,
     _amplification,
+    _strict_json_types,
+    _key_mismatch,
 )
 
 

@@ -1,4 +1,11 @@
-"""JSON codec (orjson) that turns bytes into validated records and back."""
+"""JSON codec (orjson) that turns bytes into validated records and back.
+
+Validation is strict by JSON type, so that the decoder and the exported JSON Schemas give
+one verdict (``true`` is not a number, ``"5"`` is not an integer; see schemas/records.py).
+What a schema cannot say is checked here too and published in the schemas: the byte limit,
+strict JSON (orjson: no NaN or Infinity, numbers within a double, valid UTF-8 and Unicode),
+the events topic's one-user arrays and its key (``check_key``).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +38,7 @@ def _describe(error: ValidationError, limit: int = 3) -> str:
 
 
 class JsonCodec(Generic[R]):
-    """Encode/decode one record type as UTF-8 JSON objects."""
+    """Encode/decode one record type as UTF-8 JSON objects (validated strictly by JSON type)."""
 
     def __init__(self, record_type: type[R], max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.record_type = record_type
@@ -54,7 +61,7 @@ class JsonCodec(Generic[R]):
         if not isinstance(obj, dict):
             raise DecodeError("not-an-object", f"expected a JSON object, got {type(obj).__name__}")
         try:
-            return self.record_type.model_validate(obj)
+            return self.record_type.model_validate(obj, strict=True)
         except ValidationError as exc:
             raise DecodeError("invalid-record", _describe(exc)) from None
 
@@ -77,8 +84,9 @@ def check_not_future(timestamps: Iterable[float | None], now: float, max_skew_s:
 def decode_events(
     data: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES, max_events: int = MAX_EVENTS_PER_MESSAGE
 ) -> list[Event]:
-    """An events-topic value: one event object, or an array of events of one user (the
-    message key), so producers can share the per-message cost across many events."""
+    """An events-topic value: one event object, or an array of events of one user, so
+    producers can share the per-message cost across many events. That user must be the
+    message key's: ``check_key``, after this and the clock check."""
     if data is None:
         raise DecodeError("empty-value", "the message has no value (tombstone)")
     if len(data) > max_bytes:
@@ -89,20 +97,33 @@ def decode_events(
         raise DecodeError("invalid-json", str(exc)[:200]) from None
     try:
         if isinstance(obj, dict):
-            return [Event.model_validate(obj)]
+            return [Event.model_validate(obj, strict=True)]
         if not isinstance(obj, list):
             raise DecodeError("not-an-object", f"expected an event object or an array, got {type(obj).__name__}")
         if not obj:
             raise DecodeError("empty-batch", "an event array needs at least one event")
         if len(obj) > max_events:
             raise DecodeError("too-many-events", f"{len(obj)} events > limit {max_events}")
-        events = _EVENT_LIST.validate_python(obj)
+        events = _EVENT_LIST.validate_python(obj, strict=True)
     except ValidationError as exc:
         raise DecodeError("invalid-record", _describe(exc)) from None
     users = {e.user_id for e in events}
     if len(users) > 1:
         raise DecodeError("mixed-users", f"an event array must hold one user's events (the key); got {len(users)}")
     return events
+
+
+def check_key(key: bytes | None, user_id: str) -> None:
+    """Reject a message whose key is not the user_id its record(s) carry, or that has no
+    key. The key picks the partition, the partition the stream worker that holds the user's
+    context (its table partition is the user id's), so a record under another key would be
+    applied by a worker that does not own that user, or not be the key's user's at all."""
+    if key is None:
+        raise DecodeError("key-mismatch", f"the message has no key; it must be keyed by its user_id {user_id!r:.140}")
+    if key != user_id.encode():
+        raise DecodeError(
+            "key-mismatch", f"key {key!r:.140} is not the user_id {user_id!r:.140} of the message's record(s)"
+        )
 
 
 # A dead letter must itself fit in a Kafka message (base64 adds a third): a rejected value

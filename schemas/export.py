@@ -17,24 +17,42 @@ JSON_DIR = Path(__file__).parent / "json"
 
 
 def schema_documents() -> dict[str, dict[str, Any]]:
+    """Each topic's schema: its record's (as the decoder validates it), and under
+    ``x-rejected-beyond-schema`` the rules its consumer applies that a schema cannot say."""
     docs = {}
     for spec in ALL_TOPICS:
         schema = spec.record_type.model_json_schema(mode="validation")
         if spec is EVENTS:  # one event, or an array of one user's events
-            single = dict(schema)
             schema = {
                 "title": "EventMessage",
+                "$defs": {"Event": schema},
                 "oneOf": [
-                    single,
-                    {"type": "array", "items": single, "minItems": 1, "maxItems": MAX_EVENTS_PER_MESSAGE},
+                    {"$ref": "#/$defs/Event"},
+                    {
+                        "type": "array",
+                        "items": {"$ref": "#/$defs/Event"},
+                        "minItems": 1,
+                        "maxItems": MAX_EVENTS_PER_MESSAGE,
+                    },
                 ],
-                "description": "One event object, or an array of events that all carry the message key's user_id.",
+                "description": f"One event object, or an array of 1 to {MAX_EVENTS_PER_MESSAGE:,} events that all "
+                "carry the message key's user_id.",
             }
+        beyond = spec.rules_beyond_schema
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"instructrec-stream/{spec.suffix}.schema.json"
         schema["x-topic-suffix"] = spec.suffix
         schema["x-key"] = spec.key_field
-        schema["description"] = spec.description + "\n\n" + (schema.get("description") or "")
+        schema["x-rejected-beyond-schema"] = beyond
+        rules = "\n".join(f"- {reason}: {rule}" for reason, rule in beyond.items())
+        schema["description"] = "\n\n".join(
+            (
+                spec.description,
+                schema.get("description") or "",
+                "A consumer's decoder gives the verdict this schema gives; beyond it, the consumer also rejects "
+                f"(dead-letter reason: rule):\n{rules}",
+            )
+        )
         docs[f"{spec.suffix}.schema.json"] = schema
     return docs
 

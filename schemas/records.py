@@ -1,7 +1,11 @@
 """Record types of every topic. One class per message kind, version 1.
 
 Records are pydantic models so that validation errors name the field and so that the
-JSON Schemas under ``schemas/json/`` are generated from the same definition that decodes.
+JSON Schemas under ``schemas/json/`` are generated from the same definitions. The codecs
+validate strictly by JSON type (``schemas.codec``), so a record and its exported schema
+give one verdict: ``true`` is not a number, ``"5"`` is not an integer, ``5.0`` is the
+integer 5 (as JSON Schema reads it); every bound is in the schema. A test holds the two to
+it field by field (tests/unit/test_schema_agreement.py).
 Unknown fields are ignored (newer producers may add fields); a newer ``schema_version``
 than this code knows is rejected, so an old consumer never half-understands a message.
 """
@@ -10,9 +14,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 SCHEMA_VERSION = 1
+
+
+def _integral(value: object) -> object:
+    """JSON has one number type: 5.0 is the integer 5 (JSON Schema's ``integer`` says so);
+    5.5, ``true`` and ``"5"`` stay what they are, and strict validation refuses them."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Every integer field: a JSON number with no fractional part.
+Integer = Annotated[int, BeforeValidator(_integral)]
 
 # Identifiers are opaque strings: producers with integer ids send them as strings.
 Id = Annotated[str, Field(min_length=1, max_length=128, strict=True)]
@@ -23,14 +39,12 @@ Timestamp = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 class Record(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
-    schema_version: int = SCHEMA_VERSION
-
-    @field_validator("schema_version")
-    @classmethod
-    def _known_version(cls, value: int) -> int:
-        if value < 1 or value > SCHEMA_VERSION:
-            raise ValueError(f"unsupported schema_version {value}; this build reads 1..{SCHEMA_VERSION}")
-        return value
+    schema_version: Integer = Field(
+        default=SCHEMA_VERSION,
+        ge=1,
+        le=SCHEMA_VERSION,
+        description=f"The record layout's version; this build reads 1..{SCHEMA_VERSION} and rejects newer ones.",
+    )
 
 
 class Event(Record):
@@ -79,7 +93,7 @@ class Trigger(Record):
     request_id: Id
     user_id: Id
     ts: Timestamp = Field(description="When the trigger was produced (epoch seconds).")
-    k: int = Field(default=10, ge=1, le=100, description="How many items to return.")
+    k: Integer = Field(default=10, ge=1, le=100, description="How many items to return.")
     candidates: list[Id] | None = Field(default=None, max_length=1000)
     intention: str | None = Field(
         default=None,
@@ -136,11 +150,20 @@ class ScoreRequest(Record):
 
     request_id: Id
     user_id: Id
-    k: int = Field(ge=1, le=100)
+    k: Integer = Field(ge=1, le=100)
     instruction: Annotated[str, Field(max_length=20_000)]
     template: Annotated[str, Field(max_length=128)]
     task: Literal["recommend", "rerank"]
     intention: Annotated[str, Field(max_length=2000)] | None = None
+    references: list[Id] = Field(
+        default_factory=list,
+        max_length=5000,
+        description="Candidates the intention names by title: references ('more like this'), never targets. The pool "
+        "ranks each no higher than baseline_instruction ranks it.",
+    )
+    baseline_instruction: Annotated[str, Field(max_length=20_000)] | None = Field(
+        default=None, description="The same instruction without the intention; set when references is not empty."
+    )
     cold_start: bool
     history: list[HistoryItem] = Field(description="Most recent first.", max_length=100)
     candidates: list[Candidate] = Field(min_length=1, max_length=5000)
@@ -153,7 +176,7 @@ class RankedItem(BaseModel):
 
     item_id: Id
     title: str
-    rank: int = Field(ge=1)
+    rank: Integer = Field(ge=1)
     score: float
     because: str | None = Field(default=None, description="item_id of the history item that best supports this one.")
 
@@ -215,15 +238,15 @@ class DeadLetter(Record):
     """
 
     source_topic: str
-    source_partition: int
-    source_offset: int
-    source_timestamp_ms: int | None = None
+    source_partition: Integer
+    source_offset: Integer
+    source_timestamp_ms: Integer | None = None
     key_b64: str | None
     value_b64: str = Field(
         description="The original value (base64); only its first bytes when ``value_truncated`` (the whole message "
         "stays at source_topic/partition/offset)."
     )
-    value_bytes: int | None = Field(default=None, description="Length of the original value in bytes.")
+    value_bytes: Integer | None = Field(default=None, description="Length of the original value in bytes.")
     value_truncated: bool = False
     value_sha256: str | None = Field(default=None, description="Hex SHA-256 of the whole original value.")
     reason: str = Field(description="Stable machine-readable reason, e.g. 'invalid-json'.")
@@ -234,8 +257,21 @@ class DeadLetter(Record):
 
 # --- financial sentiment (issue 6) -----------------------------------------------------------
 
-# An exchange ticker symbol, upper case (e.g. "NVE", "BRK.B").
-Ticker = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9][A-Z0-9.\-]*$", strict=True)]
+# An exchange ticker symbol, upper case (e.g. "NVE", "BRK.B"). The decoder's regex reads "$"
+# as the end of the text, as ECMA-262 (JSON Schema's dialect) does; Python's re, which Python
+# validators use, also lets "$" match before a final newline, so the exported pattern ends
+# in "(?![\s\S])", which means the end of the text in both.
+_TICKER = r"[A-Z0-9][A-Z0-9.\-]*"
+Ticker = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=16,
+        pattern=f"^{_TICKER}$",
+        strict=True,
+        json_schema_extra={"pattern": rf"^{_TICKER}(?![\s\S])"},
+    ),
+]
 
 SentimentLabel = Literal["negative", "neutral", "positive"]
 
@@ -313,7 +349,7 @@ class Alert(Record):
     alert_id: str
     ticker: Ticker
     window: WindowInfo
-    count: int = Field(description="Headlines in the window.")
+    count: Integer = Field(description="Headlines in the window.")
     mean_sentiment: float
     negative_share: float
     baseline_share: float = Field(description="Negative share of the trailing baseline windows.")
@@ -336,7 +372,7 @@ class UserAlert(Record):
     user_id: Id
     alert_id: str
     ticker: Ticker
-    rank: int = Field(ge=1)
+    rank: Integer = Field(ge=1)
     severity: float = Field(description="The alert's z-score.")
     alert: Alert
     delivered_ts: Timestamp

@@ -26,6 +26,18 @@ from schemas.records import (
     UserAlert,
 )
 
+# What every consumer rejects beyond any JSON Schema: rules over the bytes, before a document
+# exists. Dead-letter reason -> rule.
+BEYOND_EVERY_SCHEMA: tuple[tuple[str, str], ...] = (
+    ("too-large", "a value over the consumer's byte limit (INSTRUCTREC_MAX_MESSAGE_BYTES, 1,000,000 by default)"),
+    (
+        "invalid-json",
+        "a value that is not strict JSON in UTF-8: NaN or Infinity, a number beyond the range of a double (1e400), "
+        "an unpaired surrogate (\\ud800), more than 1,024 levels of nesting",
+    ),
+)
+_SKEW = "INSTRUCTREC_MAX_FUTURE_SKEW_S (86,400 s by default) after the consumer's clock"
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -34,6 +46,14 @@ class TopicSpec:
     key_field: str
     description: str
     compacted: bool = False
+    # Rules this topic's consumer applies beyond what its JSON Schema can say (over the key,
+    # the clock, several records at once, or a setting): dead-letter reason -> rule.
+    # Published in the exported schema; nothing else may differ from it.
+    beyond_schema: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def rules_beyond_schema(self) -> dict[str, str]:
+        return dict(BEYOND_EVERY_SCHEMA + self.beyond_schema)
 
     @property
     def codec(self) -> JsonCodec[Any]:
@@ -43,9 +63,35 @@ class TopicSpec:
         return str(getattr(record, self.key_field)).encode()
 
 
-EVENTS = TopicSpec("events", Event, "user_id", "Click/view events, keyed by user id.")
+EVENTS = TopicSpec(
+    "events",
+    Event,
+    "user_id",
+    "Click/view events, keyed by user id.",
+    beyond_schema=(
+        ("mixed-users", "an array whose events are not all of one user_id"),
+        (
+            "key-mismatch",
+            "a message whose key is not the user_id of its event(s), or that has no key (the key picks the "
+            "partition, and so the worker that holds the user's context)",
+        ),
+        ("future-timestamp", f"an event whose ts is more than {_SKEW}"),
+    ),
+)
 CATALOG = TopicSpec("catalog", CatalogItem, "item_id", "Item catalog, keyed by item id (latest wins).", compacted=True)
-TRIGGERS = TopicSpec("triggers", Trigger, "user_id", "Recommendation triggers, keyed by user id.")
+TRIGGERS = TopicSpec(
+    "triggers",
+    Trigger,
+    "user_id",
+    "Recommendation triggers, keyed by user id.",
+    beyond_schema=(
+        ("future-timestamp", f"a ts or after_ts more than {_SKEW}"),
+        (
+            "too-many-candidates",
+            "more candidates than INSTRUCTREC_MAX_TRIGGER_CANDIDATES, where that is set below the schema's 1,000",
+        ),
+    ),
+)
 SCORE_REQUESTS = TopicSpec(
     "score-requests", ScoreRequest, "user_id", "Stream worker -> scoring pools, keyed by user id."
 )

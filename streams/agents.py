@@ -50,7 +50,7 @@ from instructrec.watchdog import RESTART_EXIT_CODE, FeedWatchdog, Verdict
 from model.context import UserContext, items_of
 from model.instructions import templates_for
 from model.recall import ItemGraph
-from schemas.codec import check_not_future, dead_letter, decode_events
+from schemas.codec import check_key, check_not_future, dead_letter, decode_events
 from schemas.exceptions import DecodeError
 from schemas.records import Trigger
 from schemas.topics import CATALOG, DEAD_LETTERS, SCORE_REQUESTS, TRIGGERS
@@ -335,6 +335,9 @@ class StreamWorker:
                     message.value, self.settings.max_message_bytes, self.settings.max_events_per_message
                 )
                 check_not_future((r.ts for r in records), time.time(), self.settings.max_future_skew_s or None)
+                # Every event is the key's user's: the key chose this partition, and with it
+                # this worker as the owner of that user's context (an array is one user's).
+                check_key(message.key, records[0].user_id)
             except DecodeError as exc:
                 await self._dead_letter(message, exc.reason, exc.detail)
                 continue

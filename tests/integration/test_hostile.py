@@ -453,3 +453,31 @@ def test_triggers_batched_with_an_oversized_event_are_answered(broker, tmp_path)
     entries = [*(trigger(f"before{n}") for n in range(5)), oversized, *(trigger(f"after{n}") for n in range(5))]
     run = run_alone(broker, tmp_path, entries, ("stream-worker", "scoring-pool"), catalog_records(dataset)[:50])
     assert run.ids <= run.results.keys(), (run.ids - run.results.keys(), run.logs[-3000:])
+
+
+def test_events_keyed_by_another_user_and_non_numbers_are_dead_lettered_whole(broker, tmp_path):
+    """On a stream worker of its own: an events message whose events are not its key's user
+    (an array or one event; another user's key, a near miss of it, no key) is dead-lettered
+    whole as key-mismatch, and events and triggers with true, false or a string where a
+    number belongs as invalid-record; each dead letter keeps the bytes, key and origin. (The
+    main run checks the other half: the victims' triggers are answered as cold starts.)"""
+    entries = [
+        e
+        for e in build_corpus(seed=0, run_id=uuid.uuid4().hex[:6])
+        if e.category in ("key-mismatch", "strict-json-types") and not e.handled and e.kind in ("events", "triggers")
+    ]
+    assert sum("key-mismatch" in e.expect for e in entries) >= 12
+    assert any(e.key is None for e in entries) and any(e.value and e.value.startswith(b"[") for e in entries)
+    run = run_alone(broker, tmp_path, entries, ("stream-worker",))
+    assert not run.report.refused and all(run.alive.values()), run.logs
+    wrong = []
+    for sent in run.report.delivered:
+        letter, entry = run.letters.get(sent.index), sent.entry
+        if letter is None or letter.reason not in entry.expect:
+            wrong.append((entry.category, entry.kind, entry.note, letter and letter.reason, (entry.value or b"")[:60]))
+            continue
+        key = None if letter.key_b64 is None else base64.b64decode(letter.key_b64)
+        kept = (base64.b64decode(letter.value_b64), key, letter.source_topic, letter.source_offset)
+        if kept != (entry.value, entry.key, sent.topic, sent.offset) or letter.source_partition != sent.partition:
+            wrong.append((entry.category, entry.kind, entry.note, "bytes, key or origin differ"))
+    assert not wrong, f"{len(wrong)} of {len(run.report.delivered)} wrong:\n" + "\n".join(map(str, wrong))

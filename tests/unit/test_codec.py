@@ -1,17 +1,26 @@
 import json
 import math
 
+import jsonschema
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.codec import JsonCodec, dead_letter
+from schemas.codec import JsonCodec, check_key, dead_letter, decode_events
 from schemas.exceptions import DecodeError
+from schemas.export import schema_documents
 from schemas.records import CatalogItem, DeadLetter, Event, Trigger
 from schemas.topics import ALL_TOPICS, EVENTS, TRIGGERS, Topics
 
 EVENT = {"user_id": "196", "item_id": "242", "event_type": "click", "ts": 881250949.0}
+TRIGGER = {"request_id": "r1", "user_id": "196", "ts": 881250949.0}
+
+
+def schema_accepts(spec, payload: bytes) -> bool:
+    return jsonschema.Draft202012Validator(schema_documents()[f"{spec.suffix}.schema.json"]).is_valid(
+        orjson.loads(payload)
+    )
 
 
 def test_event_roundtrip_keeps_every_field_and_version():
@@ -180,3 +189,66 @@ def test_far_future_timestamps_are_rejected_within_a_configurable_skew():
         check_not_future([now, now + 86_401], now, 86_400)
     assert exc.value.reason == "future-timestamp" and "86400" in exc.value.detail
     check_not_future([1e12], now, None)  # off
+
+
+@pytest.mark.parametrize(
+    ("spec", "base", "field", "value"),
+    [
+        (TRIGGERS, TRIGGER, "ts", True),  # was planned as a trigger from 1970
+        (TRIGGERS, TRIGGER, "ts", False),
+        (TRIGGERS, TRIGGER, "after_ts", True),
+        (TRIGGERS, TRIGGER, "k", True),
+        (TRIGGERS, TRIGGER, "k", "5"),
+        (TRIGGERS, TRIGGER, "schema_version", True),
+        (EVENTS, EVENT, "ts", True),
+        (EVENTS, EVENT, "ts", "881250949"),
+        (EVENTS, EVENT, "schema_version", "1"),
+    ],
+)
+def test_booleans_and_strings_are_not_numbers_for_the_decoder_or_the_schema(spec, base, field, value):
+    payload = orjson.dumps({**base, field: value})
+    decoders = [spec.codec.decode] + ([decode_events] if spec is EVENTS else [])
+    for decode in decoders:
+        with pytest.raises(DecodeError) as info:
+            decode(payload)
+        assert info.value.reason == "invalid-record" and field in info.value.detail
+    assert not schema_accepts(spec, payload)
+
+
+def test_an_integral_float_is_the_integer_it_names_for_both():
+    payload = orjson.dumps({**TRIGGER, "k": 5.0, "schema_version": 1.0})
+    trigger = TRIGGERS.codec.decode(payload)
+    assert (trigger.k, trigger.schema_version) == (5, 1) and schema_accepts(TRIGGERS, payload)
+    half = orjson.dumps({**TRIGGER, "k": 5.5})
+    with pytest.raises(DecodeError):
+        TRIGGERS.codec.decode(half)
+    assert not schema_accepts(TRIGGERS, half)
+
+
+@pytest.mark.parametrize("version", [-1, 0, 2, 2**63 - 1, 1.5])
+def test_a_schema_version_other_than_1_is_refused_by_the_decoder_and_the_schema(version):
+    for spec, base in ((EVENTS, EVENT), (TRIGGERS, TRIGGER)):
+        payload = orjson.dumps({**base, "schema_version": version})
+        with pytest.raises(DecodeError) as info:
+            spec.codec.decode(payload)
+        assert "schema_version" in info.value.detail
+        assert not schema_accepts(spec, payload)
+
+
+def test_an_events_message_is_keyed_by_its_user():
+    check_key(b"196", "196")
+    check_key("caf\u00e9".encode(), "caf\u00e9")
+    for key in (b"not-this-user", b"196 ", b"", "196".encode("utf-16-le"), None):
+        with pytest.raises(DecodeError) as info:
+            check_key(key, "196")
+        assert info.value.reason == "key-mismatch"
+        assert ("no key" if key is None else "is not the user_id '196'") in info.value.detail
+
+
+def test_an_array_of_another_users_events_is_refused_whole_by_its_key():
+    """What the stream worker does with an events message: the value, then the key."""
+    victim = [{**EVENT, "user_id": "victim", "item_id": str(i)} for i in range(3)]
+    events = decode_events(orjson.dumps(victim))
+    with pytest.raises(DecodeError) as info:
+        check_key(b"not-this-user", events[0].user_id)
+    assert info.value.reason == "key-mismatch" and "'victim'" in info.value.detail

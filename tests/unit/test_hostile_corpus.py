@@ -1,8 +1,8 @@
 """The hostile corpus (instructrec/hostile.py) checked against the pure decoders: every
 entry it says is rejected is rejected, with one of the reasons it names, by the code that
-decides it in the running system (the codecs; the future-timestamp check and the
-candidate limit the stream worker applies; the planner for no-candidates); every entry it
-calls legitimate passes all of them."""
+decides it in the running system (the codecs; the future-timestamp check, the events key
+check and the candidate limit the stream worker applies; the planner for no-candidates);
+every entry it calls legitimate passes all of them."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from instructrec.hostile import (
 from model.instructions import TEMPLATES
 from model.recall import ItemGraph
 from model.scorer import ScoredRequest
-from schemas.codec import DEFAULT_MAX_BYTES, check_not_future, decode_events
+from schemas.codec import DEFAULT_MAX_BYTES, check_key, check_not_future, decode_events
 from schemas.exceptions import DecodeError
 from schemas.records import CatalogItem, ModelInfo, ScoreRequest, Trigger
 from schemas.topics import CATALOG, RECOMMENDATIONS, SCORE_REQUESTS, TRIGGERS
@@ -74,6 +74,7 @@ def outcome(entry: HostileMessage, lookup) -> str:
         if entry.kind == "events":
             events = decode_events(entry.value)
             check_not_future((e.ts for e in events), NOW, MAX_SKEW_S)
+            check_key(entry.key, events[0].user_id)  # the stream worker's order: value, clock, key
         elif entry.kind == "triggers":
             trigger: Trigger = TRIGGERS.codec.decode(entry.value)
             check_not_future((trigger.ts, trigger.after_ts), NOW, MAX_SKEW_S)
@@ -128,6 +129,13 @@ def test_required_hostilities_are_there(corpus):
     assert has("triggers", lambda e: e.value is not None and len(e.value) > 900_000 and b"intention" in e.value)
     assert has("events", lambda e: e.value is not None and b'"ts":-' in e.value)
     assert has("events", lambda e: e.category == "event-arrays" and "mixed-users" in e.expect)
+    # Issue 13: events under another user's key (arrays and single events, and no key at all),
+    # and true or a string where a number belongs.
+    mismatched = [e for e in corpus if e.kind == "events" and "key-mismatch" in e.expect]
+    assert any(e.value and e.value.startswith(b"[") for e in mismatched) and any(e.key is None for e in mismatched)
+    assert any(e.value and e.value.startswith(b"{") for e in mismatched)
+    assert has("triggers", lambda e: e.value is not None and b'"ts":true' in e.value and not e.handled)
+    assert has("events", lambda e: e.value is not None and b'"ts":true' in e.value and not e.handled)
     assert has("triggers", lambda e: e.category == "injected-instructions" and bool(e.forbidden))
 
 
@@ -181,6 +189,7 @@ def test_reasons_are_the_ones_the_system_produces(corpus):
         "empty-batch",
         "too-many-events",
         "mixed-users",
+        "key-mismatch",
         "future-timestamp",
         "too-many-candidates",
         "no-candidates",

@@ -34,7 +34,7 @@ from model.instructions import (
     templates_for,
 )
 from model.recall import ItemGraph
-from schemas.codec import JsonCodec, check_not_future, dead_letter, decode_events
+from schemas.codec import JsonCodec, check_key, check_not_future, dead_letter, decode_events
 from schemas.exceptions import DecodeError
 from schemas.records import (
     Alert,
@@ -454,6 +454,20 @@ def test_an_array_with_two_users_is_rejected_whole(batch):
     with pytest.raises(DecodeError) as info:
         decode_events(orjson.dumps([e.model_dump(mode="json") for e in batch]))
     assert info.value.reason == "mixed-users"
+
+
+# ----------------------------------------------------------------------------- check_key
+
+
+@given(ids, st.none() | st.binary(max_size=30) | ids.map(str.encode))
+def test_a_key_passes_exactly_when_it_is_the_user_ids_bytes(user, key):
+    try:
+        check_key(key, user)
+    except DecodeError as exc:
+        assert exc.reason == "key-mismatch" and exc.detail
+        assert key != user.encode()
+    else:
+        assert key == user.encode()
 
 
 # ----------------------------------------------------------------------------- check_not_future

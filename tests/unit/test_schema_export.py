@@ -37,3 +37,9 @@ def test_the_events_schema_accepts_one_event_or_an_array():
     event = {"user_id": "1", "item_id": "2", "event_type": "view", "ts": 1.0}
     assert validator.is_valid(event) and validator.is_valid([event, event])
     assert not validator.is_valid([]) and not validator.is_valid([{"user_id": "1"}])
+
+
+def test_every_exported_schema_is_a_valid_draft_2020_12_schema():
+    for name, doc in schema_documents().items():
+        jsonschema.Draft202012Validator.check_schema(doc)  # patterns included (format "regex")
+        assert doc["x-rejected-beyond-schema"], name
