@@ -77,6 +77,16 @@ class PoolMetrics(_Metrics):
             "instructrec_dead_letters", "Messages sent to the dead-letter topic", ["reason"], registry=r
         )
         self.results = Counter("instructrec_results", "Results published", ["kind"], registry=r)
+        self.items_embedded_while_scoring = Counter(
+            "instructrec_items_embedded_while_scoring",
+            "Item texts a batch had to run through the model (not embedded beforehand by the catalog warmer)",
+            registry=r,
+        )
+        self.commits_refused = Counter(
+            "instructrec_commits_refused",
+            "Offset commits the group refused (it moved on); those requests are scored again",
+            registry=r,
+        )
         self.batch_requests = Histogram(
             "instructrec_batch_requests", "Requests per scored batch", buckets=SIZE_BUCKETS, registry=r
         )

@@ -121,9 +121,14 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="On SIGTERM, longest wait for unacknowledged results before exiting."
     )
     pool_warm_catalog: bool = Field(
-        default=False,
-        description="Pre-compute item embeddings from the catalog topic while idle (off: on 2 shared cores it "
-        "competed with scoring in short runs; see the issue notes).",
+        default=True,
+        description="Embed the whole catalog (loading what the item store under state_dir holds) before taking "
+        "score requests, and new catalog items as they arrive; off: items are embedded when first scored.",
+    )
+    batch_invariant: bool = Field(
+        default=True,
+        description="Run every text in a shape that depends on the text alone, so a request scored again (a "
+        "redelivery) gets bitwise the same result in any batch; off: pad to the batch (faster, last bits vary).",
     )
     item_cache_size: int = Field(default=100_000, ge=1)
     max_seq_length: int = Field(default=128, ge=16, le=512)

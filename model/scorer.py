@@ -32,6 +32,7 @@ from transformers.utils import logging as hf_logging
 
 from model.device import DeviceChoice, choose_device
 from model.exceptions import ModelNotFound, ScoringError
+from model.item_store import ItemVectorStore, encoder_fingerprint
 
 hf_logging.disable_progress_bar()  # a "Loading weights" bar per process start is noise in service logs
 
@@ -136,8 +137,8 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def text_digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode(), digest_size=8).digest()
+def text_digest(text: str, size: int = 8) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=size).digest()
 
 
 class ItemEmbeddingCache:
@@ -160,6 +161,11 @@ class ItemEmbeddingCache:
         self._data.move_to_end(item_id)
         self.hits += 1
         return hit[1]
+
+    def peek(self, item_id: str, text: str) -> torch.Tensor | None:
+        """Like ``get``, without counting or reordering."""
+        hit = self._data.get(item_id)
+        return hit[1] if hit is not None and hit[0] == text_digest(text) else None
 
     def put(self, item_id: str, text: str, vector: torch.Tensor) -> None:
         self._data[item_id] = (text_digest(text), vector)
@@ -185,19 +191,58 @@ class BiEncoderScorer:
         self.encoder = encoder
         self.item_encoder = item_encoder or encoder
         self.cache = ItemEmbeddingCache(cache_size)
+        self.store: ItemVectorStore | None = None
+        self.stored: dict[bytes, torch.Tensor] = {}  # text digest -> vector, from the store
+        self.unsaved: dict[bytes, torch.Tensor] = {}  # computed since the last save
+        self.items_computed = 0  # item texts run through the model (neither cached nor stored)
+
+    def attach_store(self, root: Path, version: str) -> int:
+        """Keep item vectors under ``root`` for this version and encoder set-up; returns
+        how many were loaded."""
+        enc = self.item_encoder
+        layout = f"canonical-rows={enc.rows}" if enc.batch_invariant else "dynamic"
+        fingerprint = encoder_fingerprint(
+            enc.model_dir, enc.device.dtype, int8=enc.int8, max_length=enc.max_length, layout=layout
+        )
+        self.store = ItemVectorStore(root, version, fingerprint)
+        self.stored = self.store.load()
+        return len(self.stored)
+
+    def save_store(self) -> int:
+        """Write the vectors computed since the last save; returns how many."""
+        if self.store is None or not self.unsaved:
+            return 0
+        fresh, self.unsaved = self.unsaved, {}
+        self.store.save(fresh)
+        return len(fresh)
+
+    def missing(self, items: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (item_id, text) pairs whose vector is neither cached nor stored."""
+        return [(i, t) for i, t in items if self.cache.peek(i, t) is None and text_digest(t, 16) not in self.stored]
 
     def item_vectors(self, items: Sequence[tuple[str, str]]) -> torch.Tensor:
-        """Vectors for (item_id, text) pairs; only uncached/changed texts hit the model."""
+        """Vectors for (item_id, text) pairs; only texts neither cached nor stored hit the
+        model."""
         vectors: list[torch.Tensor | None] = [self.cache.get(i, t) for i, t in items]
         missing = [n for n, v in enumerate(vectors) if v is None]
         if missing:
             # Deduplicate within the batch: the same item may appear in several requests.
             unique: dict[tuple[str, str], list[int]] = {}
             for n in missing:
-                unique.setdefault(items[n], []).append(n)
-            fresh = self.item_encoder.encode([text for _, text in unique])
+                stored = self.stored.get(text_digest(items[n][1], 16))
+                if stored is not None:
+                    self.cache.put(items[n][0], items[n][1], stored)
+                    vectors[n] = stored
+                else:
+                    unique.setdefault(items[n], []).append(n)
+            fresh = self.item_encoder.encode([text for _, text in unique]) if unique else torch.empty(0, 0)
+            self.items_computed += len(unique)
             for row, (key, positions) in zip(fresh, unique.items(), strict=True):
                 self.cache.put(key[0], key[1], row)
+                if self.store is not None:
+                    digest = text_digest(key[1], 16)
+                    self.stored[digest] = row
+                    self.unsaved[digest] = row
                 for n in positions:
                     vectors[n] = row
         if not vectors:
@@ -243,12 +288,15 @@ def load_scorer(
     max_length: int = 128,
     int8: bool = False,
     cache_size: int = 100_000,
+    batch_invariant: bool = True,
 ) -> BiEncoderScorer:
     """The scorer for a model directory: one shared encoder, or -- when the directory has
     ``item_encoder/`` -- a fine-tuned instruction encoder with its own item encoder."""
-    encoder = TextEncoder(model_dir, device, max_length, int8=int8)
+    encoder = TextEncoder(model_dir, device, max_length, int8=int8, batch_invariant=batch_invariant)
     items_dir = encoder.model_dir / ITEM_ENCODER_DIR
     item_encoder = (
-        TextEncoder(items_dir, device, max_length, int8=int8) if (items_dir / "config.json").exists() else None
+        TextEncoder(items_dir, device, max_length, int8=int8, batch_invariant=batch_invariant)
+        if (items_dir / "config.json").exists()
+        else None
     )
     return BiEncoderScorer(encoder, cache_size, item_encoder)
