@@ -11,6 +11,8 @@ Starve points (``stream.starve:N``, ``pool.starve:N``) do not kill: after N reco
 worker's consumer silently drops every record it fetches, the way a member that is
 assigned but never fed looks from outside (the case instructrec/watchdog.py is for).
 ``stream.hang-send:N``: after N sends, a send of score requests is never acknowledged.
+``pool.slow-batch:S`` makes every scoring batch take S seconds more: the long batches of
+a loaded machine, on demand.
 """
 
 from __future__ import annotations
@@ -51,3 +53,8 @@ def starving(name: str) -> bool:
             get_logger(__name__).warning("failpoint hit: starving from now on", failpoint=name)
         return False
     return True
+
+
+def slowdown(name: str) -> int:
+    """Seconds an armed slow point adds (0 when not armed)."""
+    return _ARMED.get(name, 0)

@@ -29,8 +29,8 @@ from instructrec.runner import Processes, wait_until_ready
 from model.data import load_ml100k
 from schemas.records import Event, Trigger
 from schemas.topics import ALL_TOPICS
-from workers.ranking import recommendation_id
 from tests.integration.conftest import env_for, make_settings, tail_logs
+from workers.ranking import recommendation_id
 
 pytestmark = pytest.mark.integration
 

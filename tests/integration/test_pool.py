@@ -5,6 +5,7 @@ without re-scoring anything."""
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
@@ -14,8 +15,8 @@ from instructrec.results import ResultCollector
 from instructrec.runner import Processes
 from model.data import load_ml100k
 from schemas.topics import SCORE_REQUESTS
-from workers.ranking import recommendation_id
 from tests.integration.conftest import env_for, make_settings, tail_logs
+from workers.ranking import recommendation_id
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +167,44 @@ def test_the_pool_warms_item_embeddings_from_the_catalog(broker, tmp_path):
         assert wait_for_line(log, ("item embeddings warmed", "items=300"), 180), tail_logs(procs)
     finally:
         procs.stop()
+
+
+def test_a_member_keeps_its_group_through_long_batches_and_drains_within_the_bound(broker, tmp_path):
+    """Batches longer than the group's poll interval (a loaded machine): the member keeps
+    polling while it scores, so it is not thrown out of its group and nothing is scored
+    twice; SIGTERM during such a batch exits 0 within 30 s, handing back what it had not
+    scored, uncommitted, to the next member."""
+    settings = make_settings(broker, tmp_path)
+    create_topics(settings)
+    slow_s = int(settings.rebalance_timeout_s) + 6  # each batch outlasts max.poll.interval.ms
+    env = env_for(settings)
+    env.update(INSTRUCTREC_FAILPOINTS=f"pool.slow-batch:{slow_s}", INSTRUCTREC_BATCH_MAX_PAIRS="250")
+    procs = Processes(env, tmp_path / "logs")
+    collector = ResultCollector(settings).start()
+    try:
+        requests = real_requests(load_ml100k(settings.data_dir), 12, 100)
+        producer = make_producer(settings)
+        for r in requests:
+            producer.produce(
+                settings.topics.score_requests, key=SCORE_REQUESTS.key_of(r), value=SCORE_REQUESTS.codec.encode(r)
+            )
+        producer.flush(30)
+        slow = procs.start("pool-slow", "pool")
+        # Two batches of two requests take 2 x slow_s: the member must still be in its group.
+        assert collector.wait_for(lambda: len(collector.results) >= 4, 4 * slow_s + 60), tail_logs(procs)
+        slow.send_signal(signal.SIGTERM)  # during the third batch
+        started = time.monotonic()
+        assert slow.wait(60) == 0, tail_logs(procs)
+        stopped_s = time.monotonic() - started
+        assert stopped_s <= 30, stopped_s
+        log = (tmp_path / "logs" / "pool-slow.log").read_text()
+        assert "maximum poll interval" not in log and "leaving group" not in log.lower(), log[-3000:]
+        assert "offsets not committed" not in log
+
+        procs.start("pool-fast", "pool", env={**env, "INSTRUCTREC_FAILPOINTS": ""})
+        assert collector.wait_for({r.request_id for r in requests}, 180), tail_logs(procs)
+        assert collector.duplicates == 0  # what the slow member published, it committed
+    finally:
+        collector.close()
+        codes = procs.stop()
+    assert codes["pool-fast"] == 0, tail_logs(procs)

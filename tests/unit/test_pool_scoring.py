@@ -1,6 +1,11 @@
 """The pool's batch function with a fake scorer: no broker, no model."""
 
+import time
+from collections import deque
+from concurrent.futures import Future
+
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from instructrec.settings import Settings
 from model.scorer import ScoredRequest
@@ -17,6 +22,7 @@ class FakeScorer:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.calls: list[int] = []
+        self.items_computed = 0
 
     def score_many(self, instructions, candidates, histories):
         self.calls.append(len(instructions))
@@ -158,3 +164,84 @@ def test_a_headline_the_model_cannot_read_is_rejected_alone(worker):
     out = worker.score_batch([headline(i, "poison" if i == 2 else "plain news") for i in range(4)])
     assert [type(o) for o in out] == [SentimentResult, SentimentResult, Rejected, SentimentResult]
     assert out[2].reason == "scoring-failed"
+
+
+class FakeMessage:
+    def __init__(self, offset: int, topic: str = "req", partition: int = 0) -> None:
+        self._offset, self._topic, self._partition = offset, topic, partition
+
+    def topic(self):
+        return self._topic
+
+    def partition(self):
+        return self._partition
+
+    def offset(self):
+        return self._offset
+
+    def key(self):
+        return b"u"
+
+    def value(self):
+        return b"{}"
+
+    def timestamp(self):
+        return (0, 0)
+
+    def error(self):
+        return None
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def produce(self, topic, key=None, value=None, on_delivery=None):
+        self.sent.append((topic, value))
+
+    def flush(self, timeout=None):
+        return 0
+
+
+class RefusingConsumer:
+    """A consumer whose group has moved on: every commit is refused."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.commits: list[list] = []
+
+    def commit(self, offsets=None, asynchronous=True):
+        self.commits.append(offsets)
+        if self.code:
+            raise KafkaException(KafkaError(self.code, "Commit failed: Broker: Unknown member"))
+
+
+@pytest.mark.parametrize(
+    "code", [KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS]
+)
+def test_a_commit_the_group_refuses_is_counted_not_raised(worker, code):
+    worker.consumer, worker.producer = RefusingConsumer(code), FakeProducer()
+    worker._commit_after_ack({("req", 0): 5})  # the requests are scored again by the next owner
+    assert worker.commits_refused == 1 and len(worker.consumer.commits) == 1
+
+
+def test_settling_publishes_the_finished_prefix_and_gives_back_the_rest_uncommitted(worker):
+    """At SIGTERM or revocation: what is scored is published and committed, the request
+    being scored gets until the deadline, the ones not started are cancelled; nothing
+    after the first unfinished one is committed."""
+    worker.active = (FakeScorer(limit=8), MODEL, None)
+    worker.consumer, worker.producer = RefusingConsumer(0), FakeProducer()
+    [done] = worker.score_batch([request(0)])
+    finished: Future = Future()
+    finished.set_result(done)
+    running: Future = Future()
+    running.set_running_or_notify_cancel()  # the batch in progress: cannot be cancelled
+    queued: Future = Future()
+    worker.inflight = deque([(FakeMessage(10), finished), (FakeMessage(11), running), (FakeMessage(12), queued)])
+    started = time.monotonic()
+    worker._settle(time.monotonic() + 0.3, poll=False)
+    assert 0.3 <= time.monotonic() - started < 2
+    assert queued.cancelled() and not worker.inflight
+    assert len(worker.producer.sent) == 1
+    [[committed]] = worker.consumer.commits
+    assert (committed.topic, committed.partition, committed.offset) == ("req", 0, 11)
