@@ -46,7 +46,7 @@ from instructrec.runner import Processes, child_env, wait_until_ready
 from instructrec.settings import Settings
 from instructrec.watchdog import RESTART_EXIT_CODE
 from model.context import UserContext
-from schemas.codec import check_not_future, decode_events
+from schemas.codec import check_key, check_not_future, decode_events
 from schemas.exceptions import DecodeError
 from schemas.topics import DEAD_LETTERS, RECOMMENDATIONS
 
@@ -379,6 +379,7 @@ def check_context(settings: Settings) -> dict[str, Any]:
             try:
                 events = decode_events(msg.value(), settings.max_message_bytes, settings.max_events_per_message)
                 check_not_future((e.ts for e in events), time.time(), skew)
+                check_key(msg.key(), events[0].user_id)
             except DecodeError:
                 continue
             key = events[0].user_id.encode()

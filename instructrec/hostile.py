@@ -687,8 +687,9 @@ def _strict_json_types(b: _Builder) -> None:
                 b.reject(kind, _dumps(b.valid(kind, **{name: value})), "strict-json-types", "invalid-record", note=name)
     b.reject("events", _dumps([b.event(), b.event(ts=True)]), "strict-json-types", "invalid-record", note="in an array")
     b.reject("catalog", _dumps(b.item(attributes={"year": True})), "strict-json-types", "invalid-record")
-    for value in (1, 0, "true", "false"):  # ... and a number is not a boolean
-        b.reject("score-requests", _dumps(b.request(cold_start=value)), "strict-json-types", "invalid-record")
+    not_booleans: tuple[int | str, ...] = (1, 0, "true", "false")
+    for not_boolean in not_booleans:  # ... and a number is not a boolean
+        b.reject("score-requests", _dumps(b.request(cold_start=not_boolean)), "strict-json-types", "invalid-record")
     candidate = {"item_id": "1", "text": "t", "title": "t", "source": "popular", "cooc": True}
     b.reject("score-requests", _dumps(b.request(candidates=[candidate])), "strict-json-types", "invalid-record")
     seen = {"item_id": "1", "title": "t", "text": "t", "event_type": "click", "ts": True}
@@ -734,6 +735,12 @@ def _key_mismatch(b: _Builder) -> None:
     second = f"{first}-2"
     mixed = [b.event(user_id=first), b.event(user_id=second, item_id="2")]
     b.reject("events", _dumps(mixed), "key-mismatch", "mixed-users", key=first.encode(), note="keyed by the first")
+    # A trigger is planned by the worker that owns its user's context, which the key chose.
+    for wrong in _WRONG_KEYS:
+        user = b.uid("victim")
+        key = wrong(user)
+        trigger = _dumps(b.trigger(user_id=user, k=3))
+        b.reject("triggers", trigger, "key-mismatch", "key-mismatch", key=key, note=f"a trigger keyed {key!r:.40}")
 
 
 def _big_id(b: _Builder, n: int) -> str:

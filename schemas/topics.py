@@ -90,6 +90,11 @@ TRIGGERS = TopicSpec(
             "too-many-candidates",
             "more candidates than INSTRUCTREC_MAX_TRIGGER_CANDIDATES, where that is set below the schema's 1,000",
         ),
+        (
+            "key-mismatch",
+            "a trigger whose key is not its user_id, or that has no key (the key picks the partition, and so the "
+            "worker that holds the user's context)",
+        ),
     ),
 )
 SCORE_REQUESTS = TopicSpec(

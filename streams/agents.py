@@ -373,6 +373,8 @@ class StreamWorker:
                 raise DecodeError(
                     "too-many-candidates", f"{len(trigger.candidates)} > limit {self.settings.max_trigger_candidates}"
                 )
+            # Planned by the worker that owns the user's context, which the key chose.
+            check_key(message.key, trigger.user_id)
         except DecodeError as exc:
             await self._dead_letter(message, exc.reason, exc.detail)
             return []

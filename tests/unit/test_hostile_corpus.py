@@ -80,6 +80,7 @@ def outcome(entry: HostileMessage, lookup) -> str:
             check_not_future((trigger.ts, trigger.after_ts), NOW, MAX_SKEW_S)
             if trigger.candidates is not None and len(trigger.candidates) > MAX_TRIGGER_CANDIDATES:
                 raise DecodeError("too-many-candidates")
+            check_key(entry.key, trigger.user_id)
             if len(SCORE_REQUESTS.codec.encode(planned(trigger, lookup))) > MAX_MESSAGE_BYTES:
                 raise DecodeError("request-too-large")  # the stream worker checks the planned request
         elif entry.kind == "catalog":
