@@ -130,15 +130,24 @@ def bench_scoring(settings: Settings, config: BenchConfig, int8: bool = False) -
     dataset = load_ml100k(fetch_ml100k(settings.data_dir).parent)
     device = choose_device(settings.device)
     threads = set_cpu_threads(settings.torch_threads) if device.device.type == "cpu" else None
+    info = ModelInfo(name=settings.model_name, version=settings.model_version)
     scorer = BiEncoderScorer(TextEncoder(settings.model_dir, device, settings.max_seq_length, int8=int8))
     worker = ScoringWorker(settings)
-    worker.active = (scorer, ModelInfo(name=settings.model_name, version=settings.model_version), None)
+    worker.active = (scorer, info, None)
+    # The baseline of the batch-invariant encoder: texts padded to their batch (last bits
+    # then depend on the batch), micro-batched the same way.
+    dynamic = BiEncoderScorer(
+        TextEncoder(settings.model_dir, device, settings.max_seq_length, int8=int8, batch_invariant=False)
+    )
+    dynamic_worker = ScoringWorker(settings)
+    dynamic_worker.active = (dynamic, info, None)
     lock = threading.Lock()
     label = device.label + ("/int8" if scorer.encoder.int8 else "")
     results: dict[str, Any] = {"device": label, "torch_threads": threads, "rows": []}
     for conc in config.concurrencies:
         requests = real_requests(dataset, conc, config.candidates)
         scorer.score_many(*_args(requests))  # warm: item embeddings cached, as in steady state
+        dynamic.score_many(*_args(requests))
 
         def raw(reqs: Sequence[ScoreRequest] = requests) -> int:
             scorer.score_many(*_args(reqs))
@@ -153,11 +162,14 @@ def bench_scoring(settings: Settings, config: BenchConfig, int8: bool = False) -
                 list(pool.map(one, reqs))
             return _pairs(reqs)
 
-        batcher: MicroBatcher[ScoreRequest, Any] = MicroBatcher(
-            worker.score_batch,
-            max_cost=settings.batch_max_pairs,
-            max_wait_s=settings.batch_max_wait_ms / 1000,
-            max_queue=max(settings.batch_queue, conc),
+        batcher, dynamic_batcher = (
+            MicroBatcher[ScoreRequest, Any](
+                w.score_batch,
+                max_cost=settings.batch_max_pairs,
+                max_wait_s=settings.batch_max_wait_ms / 1000,
+                max_queue=max(settings.batch_queue, conc),
+            )
+            for w in (worker, dynamic_worker)
         )
 
         def batched(reqs: Sequence[ScoreRequest] = requests, b: MicroBatcher[ScoreRequest, Any] = batcher) -> int:
@@ -165,19 +177,26 @@ def bench_scoring(settings: Settings, config: BenchConfig, int8: bool = False) -
                 list(pool.map(lambda r: b.submit(r, cost=1 + len(r.candidates)).result(), reqs))
             return _pairs(reqs)
 
-        # Interleave the three so machine noise hits them alike.
-        rates: dict[str, list[float]] = {"raw": [], "one": [], "batched": []}
+        def batched_dynamic(b: MicroBatcher[ScoreRequest, Any] = dynamic_batcher) -> int:
+            return batched(b=b)
+
+        # Interleave the four so machine noise hits them alike.
+        rates: dict[str, list[float]] = {"raw": [], "one": [], "batched": [], "dynamic": []}
         for _ in range(config.rounds):
             rates["raw"].append(_median_rate(raw, 1))
             rates["one"].append(_median_rate(one_at_a_time, 1))
             rates["batched"].append(_median_rate(batched, 1))
+            rates["dynamic"].append(_median_rate(batched_dynamic, 1))
         batcher.close()
+        dynamic_batcher.close()
         row = {
             "concurrency": conc,
             "raw_forward_per_s": round(statistics.median(rates["raw"]), 1),
             "one_at_a_time_per_s": round(statistics.median(rates["one"]), 1),
             "batched_per_s": round(statistics.median(rates["batched"]), 1),
+            "batched_dynamic_padding_per_s": round(statistics.median(rates["dynamic"]), 1),
         }
+        row["invariant_vs_dynamic"] = round(row["batched_per_s"] / row["batched_dynamic_padding_per_s"], 3)
         row["batched_vs_raw"] = round(row["batched_per_s"] / row["raw_forward_per_s"], 3)
         row["batched_vs_one"] = round(row["batched_per_s"] / row["one_at_a_time_per_s"], 3)
         results["rows"].append(row)
@@ -338,15 +357,18 @@ def write_report(
         "",
         f"Scoring on {scoring['device']} (torch threads: {scoring['torch_threads']}), real ml-100k requests with "
         "100 recalled candidates each, item embeddings warm. Candidate scores per second, medians of rounds "
-        "interleaved across the three modes.",
+        "interleaved across the four modes. The encoder runs every text in its canonical shape (batch-invariant, "
+        "the default); the last columns are the same micro-batching with texts padded to their batch instead.",
         "",
-        "| concurrency | raw forward (limit) | one request at a time | micro-batched | batched / raw | batched / one |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| concurrency | raw forward (limit) | one request at a time | micro-batched | batched / raw | batched / one "
+        "| micro-batched, padded to the batch | invariant / padded |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['concurrency']} | {r['raw_forward_per_s']:.0f} | {r['one_at_a_time_per_s']:.0f} | "
-            f"{r['batched_per_s']:.0f} | {r['batched_vs_raw']:.2f} | {r['batched_vs_one']:.2f} |"
+            f"{r['batched_per_s']:.0f} | {r['batched_vs_raw']:.2f} | {r['batched_vs_one']:.2f} | "
+            f"{r['batched_dynamic_padding_per_s']:.0f} | {r['invariant_vs_dynamic']:.2f} |"
         )
     lines += ["", "![scoring throughput](scoring.png)", ""]
     if int8:
@@ -561,6 +583,7 @@ def run_bench(settings: Settings, config: BenchConfig) -> dict[str, Any]:
             summary["raw_forward_per_s"] = row["raw_forward_per_s"]
             summary["batched_vs_raw_c32"] = row["batched_vs_raw"]
             summary["batched_vs_one_c32"] = row["batched_vs_one"]
+            summary["invariant_vs_dynamic_c32"] = row["invariant_vs_dynamic"]
     return summary
 
 
