@@ -296,6 +296,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model_dir=Path(args.model) if args.model else None,
         models_root=Path(args.models_root),
         intention_users=args.intention_users,
+        calibration_users=args.calibration_users,
         sentiment_epochs=args.sentiment_epochs,
     )
     print_eval(run_eval(settings, config))
@@ -397,6 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="evaluate this trained model directory instead of training")
     p.add_argument("--models-root", default=".data/models", help="where trained versions are saved")
     p.add_argument("--intention-users", type=int, default=100, help="users in the intention probe (0: skip)")
+    p.add_argument(
+        "--calibration-users",
+        type=int,
+        default=None,
+        help="fit the fusion weights on the validation items of a seeded sample of users (default: all)",
+    )
     p.add_argument(
         "--sentiment-epochs", type=int, default=15, help="fine-tuning epochs of the headline sentiment model (0: skip)"
     )

@@ -74,7 +74,8 @@ class EvalConfig:
     model_dir: Path | None = None  # evaluate this trained model instead of training one
     models_root: Path = Path(".data/models")
     intention_users: int = 100
-    sentiment_epochs: int = 15  # 0: no sentiment row (model/sentiment.py)
+    calibration_users: int | None = None  # fusion weights fitted on these users' validation items; None: all
+    sentiment_epochs: int = 15  # 0: no sentiment rows (model/sentiment.py)
 
 
 class TextModel:
@@ -111,6 +112,25 @@ class TextModel:
         pairs = [(i, self.texts[i]) for i in candidates]
         return self.scorer.score_many([self.instruction(split, intention)], [pairs], [[]])[0].scores
 
+    def share_item_vectors(self, other: TextModel) -> bool:
+        """Use ``other``'s cached item vectors when both embed items with the same weights
+        and set-up (a trained version's frozen item side is a copy of the base model).
+        The encoder is batch-invariant, so the vectors are the same bits either way; the
+        catalog is embedded once per run instead of once per model."""
+        import torch
+
+        mine, theirs = self.scorer.item_encoder, other.scorer.item_encoder
+        setup = ("device", "max_length", "int8", "batch_invariant", "rows")
+        if not getattr(mine, "batch_invariant", False) or any(
+            getattr(mine, name, None) != getattr(theirs, name, None) for name in setup
+        ):
+            return False
+        a, b = mine.model.state_dict(), theirs.model.state_dict()
+        if a.keys() != b.keys() or not all(torch.equal(a[k], b[k]) for k in a):
+            return False
+        self.scorer.cache = other.scorer.cache
+        return True
+
 
 def fused_scorer(text: TextModel | None, graph: ItemGraph, weights: dict[str, float]) -> Scorer:
     """What a pool serving a trained model directory computes: the fused score of the
@@ -143,10 +163,8 @@ def sasrec_scorer(dataset: Dataset, splits: Sequence[UserSplit], epochs: int, se
 
 def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
     dataset = load_ml100k(fetch_ml100k(settings.data_dir).parent)
-    splits = leave_one_out(dataset)
-    everyone = splits
-    if config.users is not None and config.users < len(splits):
-        splits = sorted(random.Random(config.seed).sample(splits, config.users), key=lambda s: s.user_id)
+    everyone = leave_one_out(dataset)
+    splits = _sample(everyone, config.users, config.seed)
     catalog = sorted(dataset.items)
     graph = ItemGraph()
     graph.rebuild(s.train for s in everyone)
@@ -167,22 +185,33 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
     model_dir = config.model_dir
     if config.train_steps > 0 and model_dir is None:
         model_dir, card = train_model(dataset, everyone, config)
+    # A directory without a card (a plain Hugging Face model, such as the packaged MiniLM)
+    # is evaluated but never written to: a card there would give it fusion weights
+    # wherever it is served.
+    versioned = False
     if model_dir is not None:
-        card = card or read_card(model_dir) or {}
+        card = card or read_card(model_dir)
+        versioned = card is not None
+        card = card or {}
         ours = TextModel(dataset, settings, model_dir, hist, config.seed)
+        if zero_shot is not None and ours.share_item_vectors(zero_shot):
+            print("item vectors: the trained version's item encoder is the base model's; embedded once", flush=True)
+        calibration = _sample(everyone, config.calibration_users, f"{config.seed}:calibration")
         if not card.get("fusion_calibrated"):
             # Calibrate the three weights on the validation items, which neither the
             # encoder nor the graph saw: a text side that learned little gets little weight.
             card["fusion_trained"] = card.get("fusion")
-            card["fusion"] = fit_fusion(ours.score, graph, everyone, catalog)
+            card["fusion"] = fit_fusion(ours.score, graph, calibration, catalog)
             card["fusion_calibrated"] = True
-            write_card(model_dir, card)
+            card["calibration_users"] = len(calibration)
+            if versioned:
+                write_card(model_dir, card)
         print(f"fusion weights: trained {card.get('fusion_trained')}, calibrated {card['fusion']}", flush=True)
-        no_text = fit_fusion(lambda _s, c: [0.0] * len(c), graph, everyone, catalog)
+        no_text = fit_fusion(lambda _s, c: [0.0] * len(c), graph, calibration, catalog)
         methods["collaborative features only (no text)"] = fused_scorer(None, graph, no_text)
         methods["instructrec text only"] = ours.score
         methods[OURS] = fused_scorer(ours, graph, card["fusion"])
-        if model_dir.parent == config.models_root:
+        if versioned and model_dir.parent == config.models_root:
             write_latest(config.models_root, model_dir.name)  # a complete version now
     rows = []
     runs = [(protocol, name, scorer) for protocol in config.protocols for name, scorer in methods.items()]
@@ -210,13 +239,20 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
         if zero_shot is not None:
             effects += intention_effect("minilm-zero-shot", zero_shot.score, dataset, probe, catalog, splits)
     report = write_report(rows, effects, config, len(splits), card)
-    if model_dir is not None and card is not None:
+    if model_dir is not None and card is not None and versioned:
         card["eval"] = {"users": len(splits), "seed": config.seed, "rows": rows, "intention": effects}
         write_card(model_dir, card)
         for name in ("report.md", "eval.png"):
             if (config.out_dir / name).exists():
                 shutil.copy(config.out_dir / name, model_dir / name)
     return {"rows": rows, "users": len(splits), "report": str(report), "model_dir": str(model_dir or "")}
+
+
+def _sample(splits: list[UserSplit], n: int | None, seed: int | str) -> list[UserSplit]:
+    """A seeded sample of ``n`` users, sorted by user id; all of them for None."""
+    if n is None or n >= len(splits):
+        return splits
+    return sorted(random.Random(seed).sample(splits, n), key=lambda s: s.user_id)
 
 
 def sentiment_rows(config: EvalConfig) -> list[dict[str, Any]]:
@@ -339,6 +375,12 @@ def intention_effect(
     return out
 
 
+def is_ranking_row(row: dict[str, Any]) -> bool:
+    """A ml-100k ranking row (HR/NDCG/MRR); the other kind is a sentiment row (accuracy,
+    macro-F1), which has no NDCG to plot."""
+    return "ndcg@10" in row
+
+
 def write_report(
     rows: list[dict[str, Any]],
     effects: list[dict[str, Any]],
@@ -348,6 +390,8 @@ def write_report(
 ) -> Path:
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
+    ranking = [r for r in rows if is_ranking_row(r)]
+    sentiment = [r for r in rows if not is_ranking_row(r)]
     lines = [
         f"# Offline evaluation — ml-100k, leave-one-out, {users} users, seed {config.seed}",
         "",
@@ -357,9 +401,7 @@ def write_report(
         "| protocol | method | HR@1 | HR@5 | HR@10 | NDCG@5 | NDCG@10 | MRR |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        if "hr@1" not in r:
-            continue
+    for r in ranking:
         lines.append(
             f"| {r['protocol']} | {r['method']}{' (ours)' if r['ours'] else ''} | {r['hr@1']:.3f} | "
             f"{r['hr@5']:.3f} | {r['hr@10']:.3f} | {r['ndcg@5']:.3f} | {r['ndcg@10']:.3f} | {r['mrr']:.3f} |"
@@ -367,13 +409,14 @@ def write_report(
     if card:
         t = card.get("training", {})
         steps = card.get("train_config", {}).get("steps")
+        calibrated = card.get("calibration_users")
         lines += [
             "",
             f"Ours: model version `{card.get('version')}`; fine-tuned {steps} steps ({t.get('seen_examples')} of "
             f"{t.get('examples')} training pairs, {t.get('seconds')} s on {t.get('device')}, loss "
-            f"{t.get('loss_first20')} -> {t.get('loss_last20')}); fusion weights {card.get('fusion')}.",
+            f"{t.get('loss_first20')} -> {t.get('loss_last20')}); fusion weights {card.get('fusion')}"
+            + (f", calibrated on the validation items of {calibrated} users." if calibrated else "."),
         ]
-    sentiment = [r for r in rows if "macro_f1" in r]
     if sentiment:
         lines += [
             "",
@@ -403,16 +446,24 @@ def write_report(
                 f"| {e['method']} | {e['genre']} | {e['catalog_share']:.3f} | {e['without']:.3f} | {e['with']:.3f} "
                 f"| {e.get('matching_users', 0)} | {e.get('hr10_without', 0):.3f} | {e.get('hr10_with', 0):.3f} |"
             )
-    lines += ["", "![NDCG@10 by method and protocol](eval.png)", ""]
+    if _ranking_plot(ranking, users, out / "eval.png"):
+        lines += ["", "![NDCG@10 by method and protocol](eval.png)"]
     report = out / "report.md"
-    report.write_text("\n".join(lines))
+    report.write_text("\n".join([*lines, ""]))
+    return report
+
+
+def _ranking_plot(rows: list[dict[str, Any]], users: int, path: Path) -> bool:
+    """NDCG@10 of every ranking method, grouped by protocol; False (and no stale file
+    left behind) when there is nothing to plot or no matplotlib."""
+    path.unlink(missing_ok=True)
     plt = pyplot()
-    if plt is None:
-        return report
+    if plt is None or not rows:
+        return False
     protocols = list(dict.fromkeys(r["protocol"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     fig, ax = plt.subplots(figsize=(11, 4))
-    width = 0.8 / max(1, len(methods))
+    width = 0.8 / len(methods)
     for n, method in enumerate(methods):
         values = [
             next((r["ndcg@10"] for r in rows if r["method"] == method and r["protocol"] == p), 0.0) for p in protocols
@@ -424,9 +475,9 @@ def write_report(
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "eval.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return report
+    return True
 
 
 def print_eval(result: dict[str, Any]) -> None:
