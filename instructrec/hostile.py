@@ -739,8 +739,8 @@ def _key_mismatch(b: _Builder) -> None:
     for wrong in _WRONG_KEYS:
         user = b.uid("victim")
         key = wrong(user)
-        trigger = _dumps(b.trigger(user_id=user, k=3))
-        b.reject("triggers", trigger, "key-mismatch", "key-mismatch", key=key, note=f"a trigger keyed {key!r:.40}")
+        value = _dumps(b.trigger(user_id=user, k=3))
+        b.reject("triggers", value, "key-mismatch", "key-mismatch", key=key, note=f"a trigger keyed {key!r:.40}")
 
 
 def _big_id(b: _Builder, n: int) -> str:
