@@ -7,83 +7,14 @@ redelivered trigger builds the same instruction; the result names the template.
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
-_SPACE = re.compile(r"\s+")
-
-
-# Instruction injection: the intention is the user's free text, to say what they feel like
-# watching -- not a channel to steer the ranker. Clauses that address the model ("ignore
-# previous instructions", "system:") or order a ranking ("rank X first", "put X at the
-# top") are removed with their payload; item-id references ("item 1234", "#1234") and
-# stuffing (a token repeated, runs of bare numbers) are dropped. The model never sees item
-# ids (items are embedded from their text), and the candidates come from recall, not from
-# the intention; tests/unit/test_injection.py measures what is left.
-_CLAUSE_END = r"[^,.;!?\n，。；！？]*"
-_INJECTION = [
-    re.compile(
-        r"\b(ignore|disregard|forget|override|bypass)\b[^,.;!?\n，。；！？]*?"
-        r"\b(instructions?|rules?|prompts?|above|previous|prior|earlier|system|guidelines?)\b"
-        + _CLAUSE_END
-        + r"[.;!?。；！？]?",
-        re.IGNORECASE,
-    ),
-    re.compile(r"\b(system|assistant|developer)\s*(prompt)?\s*:", re.IGNORECASE),
-    re.compile(
-        r"\b(rank|put|place|pin|promote|boost|move|list|show|return|score|rate)\b"
-        + r"[^.;!?\n。；！？]*?\b(first|top|highest|#\s*1|number one|no\.?\s*1|above (all|everything|the rest))\b"
-        + _CLAUSE_END
-        + r"[.;!?。；！？]?",
-        re.IGNORECASE,
-    ),
-    re.compile(
-        r"(忽略|无视|忘记|忘掉)[^，。；！？,.;!?\n]*?(指令|指示|说明|要求|规则|提示)" + _CLAUSE_END + r"[。；！？.;!?]?"
-    ),
-    re.compile(
-        r"(把|将)"
-        + r"[^。；！？.;!?\n]*?"
-        + r"(排在?|放在?)(第一|最前|首位|最上面|顶部)"
-        + _CLAUSE_END
-        + r"[。；！？.;!?]?"
-    ),
-    re.compile(r"\b(item|items|id|ids|item_id|sku|movie\s+id)\s*[:#=]?\s*\d+\b", re.IGNORECASE),
-    re.compile(r"#\s*\d+"),
-    re.compile(r"(?<![\w])\d+(\s*[,;]?\s+\d+){2,}(?![\w])"),  # three or more bare numbers in a row
-]
-_REPEAT = re.compile(r"\b(\w+)(\W+\1\b)+", re.IGNORECASE)
-
-
-def guard_intention(text: str) -> str:
-    """Remove ranking directives, meta-instructions and id stuffing (see above)."""
-    for pattern in _INJECTION:
-        text = pattern.sub(" ", text)
-    text = _REPEAT.sub(r"\1", text)
-    text = _SPACE.sub(" ", text).replace(" ,", ",")
-    return text.strip(" ,;:-，；：")
-
-
-def clean_intention(text: str | None, max_chars: int) -> str | None:
-    """Strip control/format characters, collapse whitespace, remove injection attempts
-    (``guard_intention``), cap the length."""
-    if not text:
-        return None
-    # Work on a bounded prefix: a 1 MB "intention" costs no more than a long one.
-    text = unicodedata.normalize("NFKC", text[: max(0, max_chars) * 4 + 256])
-    text = _CONTROL.sub(" ", text)
-    # Every other format character (soft hyphen, tag characters, ...) goes too: a
-    # tokenizer drops them silently, so "ig\u00adnore" would read as "ignore" past the guard.
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
-    text = _SPACE.sub(" ", text).strip()
-    text = guard_intention(text)
-    if not text or max_chars <= 0:
-        return None
-    if len(text) > max_chars:
-        text = text[:max_chars].rstrip() + "…"
-    return text
+# The intention is guarded before it is built in (model/guard.py, re-exported here): role
+# markers, answer claims, ranking orders and repetition are removed from the text, and the
+# items it names are references, which the pool never ranks higher than without it.
+from model.guard import clean_intention as clean_intention
+from model.guard import guard_intention as guard_intention
 
 
 @dataclass(frozen=True)

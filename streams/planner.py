@@ -13,6 +13,7 @@ from typing import Any
 
 from model.context import UserContext, recent_distinct
 from model.features import FEATURE_LONG, candidate_evidence
+from model.guard import intention_prefix, named_items
 from model.instructions import TEMPLATES, Template, build_instruction, choose_template, clean_intention
 from model.recall import ItemGraph
 from schemas.records import Candidate, CatalogItem, HistoryItem, ScoreRequest, Source, Trigger
@@ -112,13 +113,34 @@ def plan_score_request(
     ]
 
     intention = clean_intention(trigger.intention, config.intention_max_chars)
+    template = choose_template(trigger.request_id, config.templates, config.template_seed)
+    history_titles = [h.title for h in history[: config.history_in_instruction]]
     instruction = build_instruction(
         request_id=trigger.request_id,
-        history_titles=[h.title for h in history[: config.history_in_instruction]],
+        history_titles=history_titles,
         intention=intention,
         task=task,
         noun=config.noun,
-        template=choose_template(trigger.request_id, config.templates, config.template_seed),
+        template=template,
+    )
+    # Candidates the intention names -- in what the user wrote or in what the guard left
+    # of it -- are references, never targets: the pool ranks each no higher than the same
+    # instruction without the intention does (model/guard.py, workers/ranking.py).
+    references: list[str] = []
+    if intention is not None and trigger.intention:
+        raw = intention_prefix(trigger.intention, config.intention_max_chars)
+        references = named_items([raw, intention], [(item_id, item.title, _year(item)) for item_id, item, _ in picked])
+    baseline = (
+        build_instruction(
+            request_id=trigger.request_id,
+            history_titles=history_titles,
+            intention=None,
+            task=task,
+            noun=config.noun,
+            template=template,
+        ).text
+        if references
+        else None
     )
     return ScoreRequest(
         request_id=trigger.request_id,
@@ -128,12 +150,21 @@ def plan_score_request(
         template=instruction.template,
         task=task,  # type: ignore[arg-type]
         intention=intention,
+        references=references,
+        baseline_instruction=baseline,
         cold_start=cold_start,
         history=history,
         candidates=candidates,
         trigger_ts=trigger.ts,
         request_ts=now(),
     )
+
+
+def _year(item: CatalogItem) -> str | None:
+    year = item.attributes.get("year")
+    if isinstance(year, float):
+        return str(int(year)) if year.is_integer() else None
+    return year if isinstance(year, str) else None
 
 
 def catalog_lookup(items: Mapping[str, object]) -> Callable[[str], CatalogItem | None]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from instructrec.failpoints import armed, failpoint, starving
+from instructrec.failpoints import armed, failpoint, slowdown, starving
 from instructrec.health import BrokerProbe, Readiness, serve_health
 from instructrec.kafka import broker_serves, consumer_config, high_watermarks, make_producer, poll_batch
 from instructrec.logs import configure_logging, get_logger
@@ -83,7 +83,12 @@ class ScoringWorker:
         self.model_lock = threading.Lock()  # one forward pass at a time (scoring or warming)
         self.sentiment: Any = None  # model/sentiment.py SentimentModel, when configured
         self._delivery_errors: list[str] = []
-        self.readiness = Readiness("broker", "model", "partitions")
+        # "catalog": every catalog item embedded (workers/warmer.py), so the first score
+        # request after ready is answered at normal speed.
+        checks = ("broker", "model", "catalog", "partitions")
+        self.readiness = Readiness(*(c for c in checks if c != "catalog" or settings.pool_warm_catalog))
+        self.warmer: Any = None  # workers/warmer.py CatalogWarmer, when warming is on
+        self.commits_refused = 0
         self.metrics = PoolMetrics()
 
     def _model_choice(self) -> ModelChoice:
@@ -104,9 +109,17 @@ class ScoringWorker:
             set_cpu_threads(self.settings.torch_threads)
         started = time.perf_counter()
         scorer = load_scorer(
-            choice.path, device, self.settings.max_seq_length, self.settings.int8, self.settings.item_cache_size
+            choice.path,
+            device,
+            self.settings.max_seq_length,
+            self.settings.int8,
+            self.settings.item_cache_size,
+            batch_invariant=self.settings.batch_invariant,
         )
         scorer.encoder.encode(["warm-up"])
+        stored = scorer.attach_store(self.settings.state_dir / "item-embeddings", choice.version)
+        if self.warmer is not None:  # a new version: embed the catalog before it serves
+            self.warmer.warm(scorer)
         card = read_card(choice.path) or {}
         fusion = card.get("fusion")
         cross = self._load_reranker(device)
@@ -122,6 +135,7 @@ class ScoringWorker:
             version=choice.version,
             device=device.label,
             model_dir=str(choice.path),
+            item_vectors_loaded=stored,
             seconds=round(time.perf_counter() - started, 2),
         )
 
@@ -197,11 +211,14 @@ class ScoringWorker:
             name=f"{COMPONENT}-{self.index}-batcher",
         )
         self.inflight: deque[tuple[Message, Future[Outcome]]] = deque()
-        warmer = None
         if s.pool_warm_catalog:
             from workers.warmer import CatalogWarmer
 
-            warmer = CatalogWarmer(s, lambda: self.active[0], self.model_lock, lambda: not self.inflight).start()
+            self.warmer = CatalogWarmer(s, lambda: self.active[0], self.model_lock, self.readiness).start()
+            # Take no score request before the catalog is embedded: "ready" means the
+            # first one is answered at normal speed.
+            while not self.warmer.caught_up.wait(0.2) and not self.stop.is_set():
+                pass
         probe = BrokerProbe(
             self.readiness,
             lambda timeout: self.producer.list_topics(timeout=timeout),
@@ -259,14 +276,18 @@ class ScoringWorker:
                         self.watchdog.forget()
                     else:
                         self._watch_feed()
-            self._publish_done(wait_all=True)  # drain: finish what was taken, publish, commit
+            self._drain()
         finally:
             probe.stop.set()
             if health is not None:
                 health.shutdown()
-            if warmer is not None:
-                warmer.close()
-            self.batcher.close(timeout=30)
+            if self.warmer is not None:
+                self.warmer.close()
+            else:
+                self.active[0].save_store()
+            # A batch still running after the drain's bound is abandoned (its requests
+            # were not committed, so they are scored again); the thread is a daemon.
+            self.batcher.close(timeout=1.0)
             if self.assigned_once or not s.embedded:
                 self.consumer.close()  # leaves the group so partitions move at once
             else:
@@ -282,6 +303,7 @@ class ScoringWorker:
             dead_letters=self.dead,
             pauses=self.pauses,
             feed_seeks=self.feed_seeks,
+            commits_refused=self.commits_refused,
         )
         return RESTART_EXIT_CODE if self.restart_requested else 0
 
@@ -309,6 +331,8 @@ class ScoringWorker:
         """The batcher's function: score requests and headlines that arrived together,
         each kind in one forward pass, answers in the order asked."""
         started = time.perf_counter()
+        if delay := slowdown("pool.slow-batch"):  # tests only: a loaded machine's long batch
+            time.sleep(delay)
         try:
             return self._score_batch(requests)
         finally:
@@ -322,8 +346,12 @@ class ScoringWorker:
         recommend = [(i, r) for i, r in enumerate(requests) if isinstance(r, ScoreRequest)]
         headlines = [(i, r) for i, r in enumerate(requests) if isinstance(r, SentimentRequest)]
         if recommend:
+            scorer = self.active[0]
+            computed = scorer.items_computed
             for (i, _), outcome in zip(recommend, self.score_recommendations([r for _, r in recommend]), strict=True):
                 outcomes[i] = outcome
+            # Items the warmer had not embedded beforehand (the catalog's own are).
+            self.metrics.items_embedded_while_scoring.inc(scorer.items_computed - computed)
         if headlines:
             for (i, _), outcome in zip(headlines, self.score_sentiment([r for _, r in headlines]), strict=True):
                 outcomes[i] = outcome
@@ -373,42 +401,76 @@ class ScoringWorker:
         """One forward pass for many score requests. On CUDA out of memory (or any failure)
         the batch is split in halves and retried; a request that fails alone is rejected
         by itself."""
+        from workers.ranking import scoring_jobs, with_baselines
+
         scorer, model, cross = self.active  # one version for the whole batch
         started = time.time()
         t0 = time.perf_counter()
+        # A request whose intention names some of its candidates is scored once more with
+        # its baseline instruction (no intention), in the same pass: rank() holds those
+        # candidates back to no higher than that places them (workers/ranking.py).
+        jobs = scoring_jobs(requests)
         try:
             with self.model_lock:
                 scored = scorer.score_many(
-                    [r.instruction for r in requests],
-                    [[(c.item_id, c.text) for c in r.candidates] for r in requests],
-                    [[(h.item_id, h.text) for h in r.history] for r in requests],
+                    [instruction for _, instruction in jobs],
+                    [[(c.item_id, c.text) for c in r.candidates] for r, _ in jobs],
+                    [[(h.item_id, h.text) for h in r.history] for r, _ in jobs],
                 )
                 if model.fusion is not None:
-                    scored = [fused(model.fusion, r, x) for r, x in zip(requests, scored, strict=True)]
+                    scored = [fused(model.fusion, r, x) for (r, _), x in zip(jobs, scored, strict=True)]
                 if cross is not None:
                     from model.cross import rerank_top
 
                     scored = rerank_top(
                         cross,
-                        [r.instruction for r in requests],
-                        [[c.text for c in r.candidates] for r in requests],
+                        [instruction for _, instruction in jobs],
+                        [[c.text for c in r.candidates] for r, _ in jobs],
                         scored,
                         # every returned item is re-ranked, so one score scale per result
                         max(self.settings.rerank_top_m, max(r.k for r in requests)),
                     )
+                paired = with_baselines(requests, scored)
         except Exception as exc:
             return self._split_failed(self.score_recommendations, requests, exc)
         score_ms = (time.perf_counter() - t0) * 1000
         return [
-            rank(request, result, model, started_ts=started, score_ms=score_ms)
-            for request, result in zip(requests, scored, strict=True)
+            rank(request, result, model, baseline=baseline, started_ts=started, score_ms=score_ms)
+            for request, (result, baseline) in zip(requests, paired, strict=True)
         ]
+
+    def _drain(self) -> None:
+        """SIGTERM: stop fetching, keep polling (so the group keeps this member while its
+        batch finishes), publish and commit what is scored; requests not yet started are
+        given back, uncommitted, to the partition's next owner."""
+        self.consumer.pause(self.consumer.assignment())
+        self._settle(time.monotonic() + self.settings.pool_drain_timeout_s, poll=True)
+
+    def _settle(self, deadline: float, poll: bool) -> None:
+        """Cancel the requests the batcher has not started, wait until ``deadline`` for
+        the running batch, publish and commit the finished prefix, drop the rest (not
+        committed: it is consumed and scored again)."""
+        for _, future in self.inflight:
+            future.cancel()  # only succeeds for requests still queued
+        while self.inflight and not all(f.done() for _, f in self.inflight) and time.monotonic() < deadline:
+            if poll:
+                self.consumer.poll(0.05)  # heartbeats, max.poll.interval; partitions paused
+            else:
+                time.sleep(0.05)
+            self._publish_done(wait_all=False)
+        self._publish_done(wait_all=False)
+        if self.inflight:
+            log.info("requests given back unscored", requests=len(self.inflight))
+            self.inflight.clear()
 
     def _publish_done(self, wait_all: bool) -> None:
         """Publish finished requests in consumption order, then commit their offsets once
-        the broker has acknowledged the results."""
+        the broker has acknowledged the results. A cancelled request (given back at
+        shutdown or revocation) ends the run: nothing from it on is published."""
         offsets: dict[tuple[str, int], int] = {}
         while self.inflight and (wait_all or self.inflight[0][1].done()):
+            if self.inflight[0][1].cancelled():
+                break
             msg, future = self.inflight.popleft()
             try:
                 outcome = future.result()
@@ -469,8 +531,11 @@ class ScoringWorker:
             self.watchdog.forget()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Finish and commit what this member took before the partitions move on.
-        self._publish_done(wait_all=True)
+        # Publish and commit what this member scored before the partitions move on; what
+        # it has not scored within a bound goes to their next owner. (No poll inside a
+        # rebalance callback, so the wait stays well within the rebalance timeout.)
+        bound = min(self.settings.pool_drain_timeout_s, self.settings.rebalance_timeout_s / 3)
+        self._settle(time.monotonic() + bound, poll=False)
         self.next_offset.clear()
         if self.watchdog is not None:
             self.watchdog.forget()
@@ -563,7 +628,21 @@ class ScoringWorker:
             raise RuntimeError(f"results not acknowledged, offsets not committed: {errors[:3]}")
         failpoint("pool.after-publish")
         if offsets:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+            try:
+                self.consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+                )
+            except KafkaException as exc:
+                # The group moved on (this member was too slow, or a rebalance is under
+                # way): the partitions' next owner scores these requests again. Nothing
+                # is lost, and identical results are published twice at most.
+                self.commits_refused += 1
+                self.metrics.commits_refused.inc()
+                log.warning(
+                    "offsets not committed: the group moved on; the requests are scored again by their next owner",
+                    error=str(exc.args[0]) if exc.args else repr(exc),
+                    partitions=sorted(f"{t}[{p}]" for t, p in offsets),
+                )
 
 
 def fused(weights: dict[str, float], request: ScoreRequest, scored: ScoredRequest) -> ScoredRequest:

@@ -1,9 +1,11 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from model.exceptions import ScoringError
 from model.scorer import ScoredRequest
 from schemas.records import Candidate, HistoryItem, ModelInfo, ScoreRequest
-from workers.ranking import rank, recommendation_id
+from workers.ranking import by_score, hold_back, rank, recommendation_id, scoring_jobs, with_baselines
 
 MODEL = ModelInfo(name="m", version="v1")
 
@@ -105,3 +107,80 @@ def test_recommendation_ids_are_unique_per_user_request_and_version():
     ids = {recommendation_id(u, r, v) for u in ("1", "2", "1:2") for r in ("r", "2:r", "x") for v in ("v1", "v2")}
     assert len(ids) == 18  # separators inside ids cannot make two triples collide
     assert recommendation_id("u", "r", "v") == recommendation_id("u", "r", "v")
+
+
+# ----------------------------------------------------------------------------- references
+
+
+@given(st.data())
+def test_a_held_item_is_never_placed_higher_than_without_the_intention(data):
+    n = data.draw(st.integers(1, 25))
+    ids = [f"i{k}" for k in range(n)]
+    scores = data.draw(st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0]) | st.floats(-1, 1), min_size=n, max_size=n))
+    order = by_score(scores, ids)
+    without = data.draw(st.permutations(range(n)))
+    held = data.draw(st.sets(st.integers(0, n - 1)))
+    out = hold_back(order, without, held)
+    assert sorted(out) == list(range(n))
+    for item in held:
+        assert out.index(item) >= without.index(item)
+    # The others keep the intention's order.
+    assert [x for x in out if x not in held] == [x for x in order if x not in held]
+    if len(held) == 1:  # nothing competes for its place: exactly max(with, without)
+        (item,) = held
+        assert out.index(item) == max(order.index(item), without.index(item))
+
+
+def test_held_items_owed_the_same_places_are_still_never_higher_than_without():
+    # Three held items, each ranked last by one of the two orders: not every floor can be
+    # met, the one without the intention always is.
+    out = hold_back([1, 2, 0], [0, 1, 2], {0, 1, 2})
+    assert out == [0, 1, 2]
+    assert hold_back([0, 1, 2], None, {0}) == [1, 2, 0]  # no baseline: held items last
+
+
+def named_request(references, baseline="ins without"):
+    req = request(n=4, k=4, intention="more like T0")
+    return req.model_copy(update={"references": references, "baseline_instruction": baseline})
+
+
+def test_a_reference_is_ranked_where_the_baseline_puts_it_with_its_score_capped():
+    req = named_request(["0"])
+    # The intention lifts item 0 to the top; without it, it is third.
+    rec = rank(
+        req,
+        ScoredRequest([0.99, 0.5, 0.4, 0.3], [0] * 4),
+        MODEL,
+        baseline=ScoredRequest([0.2, 0.9, 0.8, 0.1], [0] * 4),
+        started_ts=10.2,
+        score_ms=1,
+    )
+    assert [i.item_id for i in rec.items] == ["1", "2", "0", "3"]
+    scores = [i.score for i in rec.items]
+    assert scores == [0.5, 0.4, 0.4, 0.3]  # re-sorting by score does not lift it again
+    # An intention that pushes it down keeps it down.
+    down = rank(
+        req,
+        ScoredRequest([0.1, 0.5, 0.4, 0.3], [0] * 4),
+        MODEL,
+        baseline=ScoredRequest([0.9, 0.2, 0.1, 0.0], [0] * 4),
+        started_ts=10.2,
+        score_ms=1,
+    )
+    assert [i.item_id for i in down.items] == ["1", "2", "3", "0"]
+
+
+def test_scoring_jobs_add_one_baseline_per_request_that_holds_back():
+    plain, named, no_baseline = request(), named_request(["1"]), named_request(["1"], baseline=None)
+    jobs = scoring_jobs([plain, named, no_baseline])
+    assert [(r is named, text) for r, text in jobs] == [
+        (False, "ins"),
+        (True, "ins"),
+        (False, "ins"),
+        (True, "ins without"),
+    ]
+    scored = [ScoredRequest([float(n)] * 4, [None] * 4) for n in range(4)]
+    paired = with_baselines([plain, named, no_baseline], scored)
+    assert [(s.scores[0], b.scores[0] if b else None) for s, b in paired] == [(0.0, None), (1.0, 3.0), (2.0, None)]
+    with pytest.raises(ScoringError):
+        with_baselines([plain, named], scored[:2])
