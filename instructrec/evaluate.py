@@ -1,8 +1,10 @@
 """``make eval``: every method on the same leave-one-out splits and candidates, side by side.
 
 Prints a markdown table, writes it with a PNG plot to ``.data/eval/``, and prints as its
-last line ``eval: {json}`` with ``{"rows": [{"method", "protocol", "hr@1", "hr@10",
-"ndcg@10", "mrr", "ours"}, ...]}``.
+last line ``eval: {json}`` with ``{"rows": [...]}``: ranking rows carry ``method``,
+``protocol``, ``hr@1``, ``hr@10``, ``ndcg@10``, ``mrr`` and ``ours``; the sentiment rows
+(protocol ``finance-headlines``, ``model/sentiment.py``) ``accuracy`` and ``macro_f1``
+instead, and are left out of the NDCG plot.
 
 Methods: random, popularity, item co-occurrence (the stream worker's recall graph), a
 small SASRec trained in the run, MiniLM zero-shot (the instruction the pools build
