@@ -77,7 +77,7 @@ def main() -> int:
     from transformers import AutoConfig, AutoModel
 
     from model.device import choose_device
-    from model.scorer import TextEncoder
+    from model.scorer import CUDA_ROWS, TextEncoder
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", type=Path, default=None)
@@ -108,6 +108,8 @@ def main() -> int:
             config = AutoConfig.from_pretrained(str(args.model_dir), local_files_only=True)
             encoder.model = AutoModel.from_config(config).to(device=device.device, dtype=dtype).eval()
             encoder.dim = int(config.hidden_size)
+            encoder.batch_invariant = True  # the pools' default: canonical shapes
+            encoder.rows = 1 if device.device.type == "cpu" else CUDA_ROWS
         else:
             encoder = TextEncoder(args.model_dir, device, 128)
         for name, base in (("short", texts_short), ("long", texts_long)):
