@@ -164,7 +164,7 @@ def test_the_pool_warms_item_embeddings_from_the_catalog(broker, tmp_path):
     try:
         procs.start("pool", "pool")
         log = tmp_path / "logs" / "pool.log"
-        assert wait_for_line(log, ("item embeddings warmed", "items=300"), 180), tail_logs(procs)
+        assert wait_for_line(log, ("catalog embedded", "items=300", "computed=300"), 180), tail_logs(procs)
     finally:
         procs.stop()
 
