@@ -14,7 +14,14 @@ from typing import Any
 from model.context import UserContext, recent_distinct
 from model.features import FEATURE_LONG, candidate_evidence
 from model.guard import intention_prefix, named_items
-from model.instructions import TEMPLATES, Template, build_instruction, choose_template, clean_intention
+from model.instructions import (
+    TEMPLATES,
+    Instruction,
+    Template,
+    build_instruction,
+    choose_template,
+    clean_intention,
+)
 from model.recall import ItemGraph
 from schemas.records import Candidate, CatalogItem, HistoryItem, ScoreRequest, Source, Trigger
 
@@ -115,14 +122,18 @@ def plan_score_request(
     intention = clean_intention(trigger.intention, config.intention_max_chars)
     template = choose_template(trigger.request_id, config.templates, config.template_seed)
     history_titles = [h.title for h in history[: config.history_in_instruction]]
-    instruction = build_instruction(
-        request_id=trigger.request_id,
-        history_titles=history_titles,
-        intention=intention,
-        task=task,
-        noun=config.noun,
-        template=template,
-    )
+
+    def instruct(intention: str | None) -> Instruction:
+        return build_instruction(
+            request_id=trigger.request_id,
+            history_titles=history_titles,
+            intention=intention,
+            task=task,
+            noun=config.noun,
+            template=template,
+        )
+
+    instruction = instruct(intention)
     # Candidates the intention names -- in what the user wrote or in what the guard left
     # of it -- are references, never targets: the pool ranks each no higher than the same
     # instruction without the intention does (model/guard.py, workers/ranking.py).
@@ -130,18 +141,7 @@ def plan_score_request(
     if intention is not None and trigger.intention:
         raw = intention_prefix(trigger.intention, config.intention_max_chars)
         references = named_items([raw, intention], [(item_id, item.title, _year(item)) for item_id, item, _ in picked])
-    baseline = (
-        build_instruction(
-            request_id=trigger.request_id,
-            history_titles=history_titles,
-            intention=None,
-            task=task,
-            noun=config.noun,
-            template=template,
-        ).text
-        if references
-        else None
-    )
+    baseline = instruct(None).text if references else None
     return ScoreRequest(
         request_id=trigger.request_id,
         user_id=trigger.user_id,
