@@ -34,7 +34,9 @@ def result(tmp_path_factory):
         intention_users=30,
         sentiment_epochs=0,  # tests/model/test_sentiment_model.py
     )
-    return run_eval(Settings(), config), config
+    # One torch thread for the encoder's one-text passes (batch-invariant shapes): two
+    # threads per tiny pass were many times slower on a busy 2-core machine.
+    return run_eval(Settings(torch_threads=1), config), config
 
 
 def _row(result, method):
