@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from instructrec.broker import EmbeddedBroker, free_port
-from instructrec.kafka import consumer_config, create_topics
+from instructrec.kafka import consumer_config, create_topics, read_partitions
 from instructrec.logs import get_logger
 from instructrec.progress import progress
 from instructrec.replay import ReplayConfig, Replayer, catalog_records, plan
@@ -267,25 +267,12 @@ def _request_id_of(letter: Any) -> str | None:
 # --- checks -----------------------------------------------------------------------------
 
 
-def read_topic(settings: Settings, topic: str, idle_polls: int = 5) -> dict[int, list[Any]]:
-    """Every record of ``topic``, per partition in offset order; read until ``idle_polls``
-    polls in a row come back empty (no end offsets: the embedded broker's are unreliable)."""
-    consumer = Consumer(consumer_config(settings, f"chaos-read-{uuid.uuid4().hex[:12]}"))
-    out: dict[int, list[Any]] = defaultdict(list)
-    try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)])
-        empty = 0
-        while empty < idle_polls:
-            batch = consumer.consume(2000, timeout=0.3)
-            empty = 0 if batch else empty + 1
-            for msg in batch:
-                if msg.error() is None:
-                    out[msg.partition() or 0].append(msg)
-    finally:
-        consumer.close()
-    for msgs in out.values():
-        msgs.sort(key=lambda m: m.offset())
-    return out
+def read_topic(settings: Settings, topic: str) -> dict[int, list[Any]]:
+    """Every record of ``topic``, per partition in offset order (partitions that hold any):
+    read to the end the broker reports in its fetches, then until nothing new comes for a
+    second (instructrec.kafka.read_partitions), so a loaded machine slows the read down
+    rather than cutting it short."""
+    return {p: msgs for p, msgs in read_partitions(settings, topic, range(settings.partitions)).items() if msgs}
 
 
 def read_records(settings: Settings, spec: Any) -> list[Any]:
@@ -422,7 +409,7 @@ def group_lag(settings: Settings) -> dict[str, int]:
     for name, (group, topics) in groups.items():
         ends = {}
         for topic in topics:
-            for partition, msgs in read_topic(settings, topic, idle_polls=3).items():
+            for partition, msgs in read_topic(settings, topic).items():
                 ends[(topic, partition)] = msgs[-1].offset() + 1 if msgs else 0
         consumer = Consumer(consumer_config(settings, group))
         try:

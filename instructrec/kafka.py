@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from instructrec.errors import BrokerError
@@ -135,3 +135,74 @@ def broker_serves(settings: Settings, topic: str, partition: int, offset: int, t
         return None
     finally:
         consumer.close()
+
+
+class EndWatch:
+    """Whether a consumer reading ``partitions`` has reached their end: each partition
+    reported at its end (librdkafka's partition-EOF event, sent when a fetch leaves the
+    consumer at the high watermark of that fetch's answer; the consumer needs
+    ``enable.partition.eof``). Unlike a quiet poll, this cannot come early because the
+    broker is slow to answer, and unlike the end offsets listed by the embedded broker
+    (which count batches, not records) the fetch's watermark is the partition's end."""
+
+    def __init__(self, partitions: Iterable[int]) -> None:
+        self.waiting = set(partitions)
+
+    def record(self, msg: Message) -> bool:
+        """True for a record; an end-of-partition event marks its partition reached."""
+        err = msg.error()
+        if err is None:
+            return True
+        if err.code() == KafkaError._PARTITION_EOF:
+            self.waiting.discard(msg.partition() or 0)
+        return False
+
+    @property
+    def reached(self) -> bool:
+        return not self.waiting
+
+
+def read_partitions(
+    settings: Settings,
+    topic: str,
+    partitions: Iterable[int],
+    *,
+    idle_s: float = 1.0,
+    timeout: float = 180.0,
+) -> dict[int, list[Message]]:
+    """Every record of ``partitions`` of ``topic`` from the beginning, per partition in
+    offset order: read until every partition has been reported at its end (EndWatch) and
+    then ``idle_s`` has passed with nothing new (a record the broker had not yet counted
+    in its watermark). A broker slow to answer (a loaded machine, a client still
+    connecting) makes the read take longer, never end short; one that does not report
+    the ends within ``timeout`` raises BrokerError."""
+    wanted = sorted(set(partitions))
+    consumer = Consumer(
+        {
+            **settings.confluent_config(),
+            "group.id": f"read-{uuid.uuid4().hex[:12]}",  # assigned, never joins
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": settings.client_fetch_max_wait_ms,
+        }
+    )
+    out: dict[int, list[Message]] = {p: [] for p in wanted}
+    ends = EndWatch(wanted)
+    deadline = time.monotonic() + timeout
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
+        last_news = time.monotonic()
+        while not ends.reached or time.monotonic() - last_news < idle_s:
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"read of {topic} not at its end after {timeout:.0f}s: partitions {sorted(ends.waiting)} unfinished"
+                )
+            for msg in consumer.consume(1000, timeout=0.2):
+                if ends.record(msg):
+                    out[msg.partition() or 0].append(msg)
+                    last_news = time.monotonic()
+    finally:
+        consumer.close()
+    for msgs in out.values():
+        msgs.sort(key=lambda m: m.offset() or 0)
+    return out

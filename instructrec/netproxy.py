@@ -1,10 +1,11 @@
-"""A TCP proxy that can cut the line: a broker outage on demand.
+"""A TCP proxy that can cut the line (a broker outage on demand) or slow it down.
 
 The embedded broker advertises the proxy's address, so every client (metadata included)
 goes through it. ``cut()`` closes every open connection and refuses new ones (clients see
 a broker that went away), ``restore()`` accepts again. Used by the outage
 tests (tests/integration/test_outage.py); a real outage loses nothing on the broker, and neither does this one
-(Tansu keeps running behind it).
+(Tansu keeps running behind it). ``delay_s`` holds back every chunk the broker sends for
+that long: a broker slow to answer, as on a loaded machine (tests/integration/test_read_to_end.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from types import TracebackType
 
 
@@ -26,6 +28,7 @@ class CuttableProxy:
         self._open = threading.Event()
         self._closed = False
         self.cuts = 0
+        self.delay_s = 0.0  # each chunk from the broker waits this long before it is passed on
 
     @property
     def address(self) -> str:
@@ -93,15 +96,17 @@ class CuttableProxy:
                     _close(server)
                     return
                 self._conns.update((client, server))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, slow in ((client, server, False), (server, client, True)):
+                threading.Thread(target=self._pump, args=(a, b, slow), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, slow: bool = False) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if slow and self.delay_s > 0:
+                    time.sleep(self.delay_s)
                 dst.sendall(data)
         except OSError:
             pass

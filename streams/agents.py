@@ -42,7 +42,7 @@ from structlog.contextvars import bound_contextvars
 
 from instructrec.failpoints import failpoint, starving
 from instructrec.health import BrokerProbe, Readiness
-from instructrec.kafka import broker_serves, high_watermarks
+from instructrec.kafka import broker_serves, high_watermarks, read_partitions
 from instructrec.logs import get_logger
 from instructrec.metrics import StreamMetrics, lag_of
 from instructrec.settings import Settings
@@ -280,8 +280,9 @@ class StreamWorker:
         """Embedded broker only: Faust recovers a changelog partition up to the high
         watermark the broker reports, and Tansu sometimes reports it one record short, so
         the users whose last write is past it would come back stale. Read this worker's
-        changelog partitions to their real end (until a poll comes back empty) and put the
-        newest value of each key into the table's store, as recovery would have."""
+        changelog partitions to their real end (the end the broker's fetches report; see
+        ``read_to_end``) and put the newest value of each key into the table's store, as
+        recovery would have."""
         topic = self.context.changelog_topic.get_topic_name()
         mine = sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic)
         if not mine:
@@ -297,7 +298,9 @@ class StreamWorker:
                     store.pop(key, None)
                 else:
                     store[key] = value
-        log.info("changelog caught up past the reported high watermark", partitions=mine, keys_fixed=fixed)
+        log.info(
+            "changelog caught up past the reported high watermark", partitions=mine, keys=len(newest), keys_fixed=fixed
+        )
 
     async def _dead_letter(self, message: Message | Origin, reason: str, detail: str) -> None:
         self.counters.dead_letters[reason] = self.counters.dead_letters.get(reason, 0) + 1
@@ -791,31 +794,16 @@ class ChangelogWriteError(RuntimeError):
 
 
 def read_to_end(settings: Settings, topic: str, partitions: list[int]) -> dict[bytes, bytes | None]:
-    """Newest value per key in ``partitions`` of ``topic``, read from the beginning until
-    a poll comes back empty (no end offsets involved)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            **settings.confluent_config(),
-            "group.id": f"changelog-catch-up-{uuid.uuid4().hex[:12]}",  # assigned, never joins
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": settings.client_fetch_max_wait_ms,
-        }
-    )
+    """Newest value per key in ``partitions`` of ``topic``, read from the beginning to the
+    end the broker reports in its fetches (instructrec.kafka.read_partitions: never cut
+    short by a slow first fetch; a broker that does not get there within a minute raises,
+    and the worker is restarted rather than run on a table it could not check)."""
     newest: dict[bytes, bytes | None] = {}
-    try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        empty = 0
-        while empty < 3:  # three empty polls in a row: the end
-            messages = consumer.consume(1000, timeout=0.2)
-            empty = 0 if messages else empty + 1
-            for msg in messages:
-                key = msg.key()
-                if msg.error() is None and key is not None:
-                    newest[key] = msg.value()
-    finally:
-        consumer.close()
+    for msgs in read_partitions(settings, topic, partitions, timeout=60.0).values():
+        for msg in msgs:
+            key = msg.key()
+            if key is not None:
+                newest[key] = msg.value()
     return newest
 
 

@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from instructrec.kafka import EndWatch
 from instructrec.logs import get_logger
 from instructrec.settings import Settings
 from schemas.exceptions import DecodeError
@@ -67,35 +68,20 @@ class CatalogReplica:
                 "group.id": f"catalog-replica-{uuid.uuid4().hex[:12]}",  # never joins: offsets are assigned
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": s.fetch_max_wait_ms,
+                "enable.partition.eof": True,
             }
         )
         try:
             partitions = self._partitions(consumer, topic)
             consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-            # Caught up = every partition read to the high watermark seen now, then one
-            # empty poll. (On the embedded broker the watermark may count batches, not
-            # records; the empty poll reads the rest of a batch that straddles it.)
-            ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-            behind = {p for p, end in ends.items() if end > 0}
-            if not behind:
-                self.ready.set()
-            caught_up_at = 0.0
+            # Caught up = every partition reported at its end once (instructrec.kafka.EndWatch);
+            # records written later are read on as they come.
+            ends = EndWatch(partitions)
             while not self._stop.is_set():
-                messages = consumer.consume(500, timeout=0.2)
-                for msg in messages:
-                    if msg.error() is not None:
-                        continue
-                    self.apply(msg.value())
-                    partition, offset = msg.partition(), msg.offset()
-                    if partition in behind and offset is not None and offset + 1 >= ends[partition]:
-                        behind.discard(partition)
-                # Ready once past every watermark *and* a poll came back empty (or a second
-                # went by, for a busy topic): the last batch may straddle two polls, and
-                # Tansu's watermark may point at its start.
-                if behind or self.ready.is_set():
-                    continue
-                caught_up_at = caught_up_at or time.monotonic()
-                if not messages or time.monotonic() - caught_up_at > 1.0:
+                for msg in consumer.consume(500, timeout=0.2):
+                    if ends.record(msg):
+                        self.apply(msg.value())
+                if ends.reached and not self.ready.is_set():
                     self.ready.set()
                     log.info("catalog loaded", items=len(self.items), records=self.records)
         except Exception as exc:  # the worker must not run on silently without its catalog

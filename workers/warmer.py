@@ -2,8 +2,8 @@
 as it arrives, so a score request costs one instruction encoding and a matrix product
 even for items it is the first to name.
 
-The warmer reads every catalog partition from the start (no consumer group). Once it has
-read up to the end offsets it saw at start and a poll comes back empty, it embeds what
+The warmer reads every catalog partition from the start (no consumer group). Once every
+partition has been reported at its end (instructrec.kafka.EndWatch), it embeds what
 the model's store (model/item_store.py) does not already hold, saves the new vectors and
 sets ``caught_up``: the member subscribes to score requests and reports ready only then.
 Afterwards new and changed items are embedded between batches, and the vectors saved
@@ -21,7 +21,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from instructrec.health import Readiness
-from instructrec.kafka import poll_batch
+from instructrec.kafka import EndWatch, poll_batch
 from instructrec.logs import get_logger
 from instructrec.settings import Settings
 from schemas.exceptions import DecodeError
@@ -95,6 +95,7 @@ class CatalogWarmer:
                 "group.id": f"{s.topic_prefix}warmer-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": s.client_fetch_max_wait_ms,
+                "enable.partition.eof": True,
             }
         )
         try:
@@ -107,20 +108,18 @@ class CatalogWarmer:
 
     def _follow(self, consumer: Consumer) -> None:
         topic = self.settings.topics.catalog
-        targets = self._assign(consumer, topic)
-        while targets is None and not self.stop.is_set():
+        ends = self._assign(consumer, topic)
+        while ends is None and not self.stop.is_set():
             self._ready("no catalog topic yet: items are embedded on demand")
             self.stop.wait(TOPIC_RETRY_S)
-            targets = self._assign(consumer, topic)
-        positions: dict[int, int] = {}
+            ends = self._assign(consumer, topic)
         pending: dict[str, str] = {}
         last_save = time.monotonic()
         while not self.stop.is_set():
             batch = poll_batch(consumer, 500, 0.2)
             for msg in batch:
-                if msg.error() is not None:
+                if ends is None or not ends.record(msg):
                     continue
-                positions[msg.partition() or 0] = (msg.offset() or 0) + 1
                 try:
                     item = CATALOG.codec.decode(msg.value())
                 except DecodeError:
@@ -133,7 +132,7 @@ class CatalogWarmer:
                     pending[item.item_id] = text
             scorer = self.scorer()
             if not self.caught_up.is_set():
-                if batch or any(positions.get(p, 0) < end for p, end in (targets or {}).items()):
+                if ends is not None and not ends.reached:
                     continue  # still reading the catalog as it stood at start
                 started = time.monotonic()
                 computed = self._embed(scorer, scorer.missing(list(pending.items())))
@@ -155,18 +154,13 @@ class CatalogWarmer:
                 self._save(scorer)  # also what scoring computed on demand
                 last_save = time.monotonic()
 
-    def _assign(self, consumer: Consumer, topic: str) -> dict[int, int] | None:
-        """Read ``topic`` from the start; its end offsets now (None: no such topic)."""
+    def _assign(self, consumer: Consumer, topic: str) -> EndWatch | None:
+        """Read ``topic`` from the start (None: no such topic yet)."""
         try:
             meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         except KafkaException:
             return None
         if meta is None or meta.error is not None or not meta.partitions:
             return None
-        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-        consumer.assign(partitions)
-        ends = {}
-        for tp in partitions:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-            ends[tp.partition] = high
-        return ends
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        return EndWatch(meta.partitions)
