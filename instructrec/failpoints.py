@@ -5,14 +5,16 @@ the 3rd time the stream worker has flushed a planned request to its outbox (befo
 sending it), or the 1st time a pool has had results acknowledged (before committing
 their offsets). Unset (always, outside tests), a failpoint costs one dict lookup.
 The points: ``stream.after-stage``, ``stream.after-send`` (request acknowledged, outbox
-not yet cleared), ``pool.after-publish``.
+not yet cleared), ``stream.after-commit`` (Faust committed the offsets of events or
+triggers), ``pool.after-publish``.
 
 Starve points (``stream.starve:N``, ``pool.starve:N``) do not kill: after N records the
 worker's consumer silently drops every record it fetches, the way a member that is
 assigned but never fed looks from outside (the case instructrec/watchdog.py is for).
 ``stream.hang-send:N``: after N sends, a send of score requests is never acknowledged.
 ``pool.slow-batch:S`` makes every scoring batch take S seconds more: the long batches of
-a loaded machine, on demand.
+a loaded machine, on demand. ``stream.slow-changelog:MS`` holds each record in the stream
+worker's send buffer MS milliseconds longer: the slow buffer of a loaded machine.
 """
 
 from __future__ import annotations
@@ -56,5 +58,5 @@ def starving(name: str) -> bool:
 
 
 def slowdown(name: str) -> int:
-    """Seconds an armed slow point adds (0 when not armed)."""
+    """What an armed slow point adds, in its own unit (0 when not armed)."""
     return _ARMED.get(name, 0)

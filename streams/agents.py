@@ -54,6 +54,7 @@ from schemas.codec import check_key, check_not_future, dead_letter, decode_event
 from schemas.exceptions import DecodeError
 from schemas.records import Trigger
 from schemas.topics import CATALOG, DEAD_LETTERS, SCORE_REQUESTS, TRIGGERS
+from streams.app import ChangelogWriteError, wait_acknowledged
 from streams.catalog import CatalogReplica
 from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_score_request
 
@@ -779,18 +780,12 @@ async def send_dead_letter(topic: Any, message: Message | Origin, reason: str, d
 async def flush_producer(app: faust.App) -> None:
     """Until every record handed to Faust's producer so far (table writes wait in its send
     buffer) is acknowledged by the broker; a write the broker failed raises
-    ``ChangelogWriteError``. (Faust's own flush gives up on a slow buffer after 0.1 s and
-    does not wait for a record already taken off the buffer.)"""
+    ``ChangelogWriteError``. (The app's producer, streams.app._Producer, flushes this way
+    itself; Faust's own flush gives up on a slow buffer after 0.1 s.)"""
     producer = app.producer
-    waiting = list(getattr(producer, "unacked", ()))  # streams.app._Producer
+    waiting = list(getattr(producer, "unacked", ()))
     await producer.flush()
-    failed = [r for r in await asyncio.gather(*waiting, return_exceptions=True) if isinstance(r, BaseException)]
-    if failed:
-        raise ChangelogWriteError(f"{len(failed)} of {len(waiting)} writes failed: {failed[0]!r}"[:300])
-
-
-class ChangelogWriteError(RuntimeError):
-    """A table write the broker did not take: the state it carries is not durable."""
+    await wait_acknowledged(waiting)
 
 
 def read_to_end(settings: Settings, topic: str, partitions: list[int]) -> dict[bytes, bytes | None]:

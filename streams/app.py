@@ -18,7 +18,7 @@ from aiokafka.structs import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from instructrec.failpoints import armed, starving
+from instructrec.failpoints import armed, failpoint, slowdown, starving
 from instructrec.logs import get_logger
 from instructrec.settings import Settings
 
@@ -44,6 +44,12 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        did_commit: bool = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+        if did_commit and any(tp.topic in self.app.user_topics for tp in offsets):  # type: ignore[attr-defined]
+            failpoint("stream.after-commit")
+        return did_commit
 
     async def perform_seek(self) -> None:
         """Faust's seek back to the committed offsets, completed for partitions without one.
@@ -157,22 +163,54 @@ class _Consumer(faust_aiokafka.Consumer):
             self.diag.unset_flag(CONSUMER_FETCHING)
 
 
+class ChangelogWriteError(RuntimeError):
+    """A table write the broker did not take: the state it carries is not durable."""
+
+
+async def wait_acknowledged(waiting: list[asyncio.Future[Any]]) -> None:
+    """Until each of these sends is acknowledged; one the broker failed raises."""
+    failed = [r for r in await asyncio.gather(*waiting, return_exceptions=True) if isinstance(r, BaseException)]
+    if failed:
+        raise ChangelogWriteError(f"{len(failed)} of {len(waiting)} writes failed: {failed[0]!r}"[:300])
+
+
 class _Producer(faust_aiokafka.Producer):
     """Faust's producer, keeping every record handed to its send buffer (table changelog
-    writes go there) until the broker has acknowledged or failed it.
+    writes go there) until the broker has acknowledged or failed it, and flushing only
+    once they are.
 
-    Faust's own flush only waits until the buffer is empty, and a record taken off the
-    buffer may still be on its way to the client: a SIGKILL right after such a flush lost
-    an outbox entry (test_delivery). ``streams.agents.flush_producer`` waits for these."""
+    Faust flushes its producer and then commits the source offsets. Its own flush gives up
+    on a slow buffer after 0.1 s and does not wait for a record already taken off the
+    buffer, so on a loaded machine it committed the offsets of events whose table writes
+    had not reached the broker; a SIGKILL then lost those writes for good, since their
+    events are never read again (users' contexts missing stretches of events under
+    ``make chaos --burn``; tests/integration/test_delivery.py kills a worker right after
+    such a commit). A write the broker failed raises ChangelogWriteError: no commit, the
+    events are processed again."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.unacked: set[asyncio.Future[Any]] = set()
+        delay = slowdown("stream.slow-changelog")
+        if delay:  # tests only (instructrec/failpoints.py): a buffer that drains slowly
+            buffer: Any = self.buffer  # faust's ProducerBufferT stub lacks _send_pending
+            send_pending = buffer._send_pending
+
+            async def slow_send(fut: Any) -> None:
+                await asyncio.sleep(delay / 1000)
+                await send_pending(fut)
+
+            buffer._send_pending = slow_send
 
     def send_soon(self, fut: Any) -> None:
         self.unacked.add(fut)
         fut.add_done_callback(self.unacked.discard)
         super().send_soon(fut)
+
+    async def flush(self) -> None:
+        waiting = list(self.unacked)
+        await super().flush()
+        await wait_acknowledged(waiting)
 
 
 class _Transport(faust_aiokafka.Transport):

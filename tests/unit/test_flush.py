@@ -1,6 +1,7 @@
-"""The stream worker's outbox flush (streams.agents.flush_producer): it returns only once
-every table write handed to Faust's producer before the call is acknowledged, and says
-so when the broker failed one. No broker: the producer is a stand-in with the same two
+"""The stream worker's flushes (streams.agents.flush_producer before an outbox send, and
+the app producer's own flush, which Faust awaits before it commits source offsets): each
+returns only once every table write handed to Faust's producer before the call is
+acknowledged, and says so when the broker failed one. No broker: the producer is a stand-in with the same two
 members; the integration failpoint test (test_delivery) covers the real one."""
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 import pytest
 
 from instructrec.settings import Settings
-from streams.agents import ChangelogWriteError, flush_producer
-from streams.app import create_app
+from streams.agents import flush_producer
+from streams.app import ChangelogWriteError, create_app
 
 
 def _app(producer: Any) -> Any:
@@ -91,3 +92,36 @@ def test_the_worker_apps_producer_keeps_each_write_until_it_is_acknowledged(tmp_
         assert producer.unacked == set()
 
     asyncio.run(scenario())
+
+
+def test_the_flush_faust_awaits_before_a_commit_waits_for_every_table_write(tmp_path: Any) -> None:
+    """Faust's buffer flush gives up on a slow buffer after 0.1 s; the app's producer does
+    not let the commit go ahead until the write is acknowledged, or fails."""
+
+    async def scenario(fail: bool) -> list[str]:
+        producer: Any = create_app(Settings(bootstrap_servers="127.0.0.1:9", state_dir=tmp_path)).producer
+        order: list[str] = []
+
+        async def gives_up() -> int:  # what Faust's buffer flush does when the buffer is slow
+            order.append("buffer flush gave up")
+            return 0
+
+        producer.buffer.flush = gives_up
+        write: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        producer.send_soon(write)
+
+        def ack() -> None:
+            order.append("acknowledged")
+            if fail:
+                write.set_exception(OSError("NotLeaderForPartition"))
+            else:
+                write.set_result("metadata")
+
+        asyncio.get_running_loop().call_later(0.3, ack)
+        await producer.flush()
+        order.append("flushed: Faust commits now")
+        return order
+
+    assert asyncio.run(scenario(False)) == ["buffer flush gave up", "acknowledged", "flushed: Faust commits now"]
+    with pytest.raises(ChangelogWriteError, match=r"1 of 1 writes failed.*NotLeaderForPartition"):
+        asyncio.run(scenario(True))
