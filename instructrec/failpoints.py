@@ -11,6 +11,8 @@ triggers), ``pool.after-publish``.
 Starve points (``stream.starve:N``, ``pool.starve:N``) do not kill: after N records the
 worker's consumer silently drops every record it fetches, the way a member that is
 assigned but never fed looks from outside (the case instructrec/watchdog.py is for).
+``stream.gap:N``: after N records of the user topics, the stream worker drops the next
+five unseen, once (a fetch that skipped records).
 ``stream.hang-send:N``: after N sends, a send of score requests is never acknowledged.
 ``pool.slow-batch:S`` makes every scoring batch take S seconds more: the long batches of
 a loaded machine, on demand. ``stream.slow-changelog:MS`` holds each record in the stream
@@ -60,3 +62,24 @@ def starving(name: str) -> bool:
 def slowdown(name: str) -> int:
     """What an armed slow point adds, in its own unit (0 when not armed)."""
     return _ARMED.get(name, 0)
+
+
+_SKIPPED: dict[str, int] = {}
+
+
+def skipping(name: str, run: int = 5) -> bool:
+    """False for the first N calls of an armed skip point, True for the next ``run``, then
+    False for good."""
+    left = _ARMED.get(name)
+    if left is None:
+        return False
+    if left > 0:
+        _ARMED[name] = left - 1
+        return False
+    done = _SKIPPED.get(name, 0)
+    if done >= run:
+        return False
+    _SKIPPED[name] = done + 1
+    if done == 0:
+        get_logger(__name__).warning("failpoint hit: skipping records", failpoint=name, records=run)
+    return True

@@ -10,19 +10,22 @@ Kafka cluster none of these apply.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from aiokafka.structs import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from instructrec.failpoints import armed, failpoint, slowdown, starving
+from instructrec.failpoints import armed, failpoint, skipping, slowdown, starving
 from instructrec.logs import get_logger
 from instructrec.settings import Settings
+from instructrec.watchdog import RESTART_EXIT_CODE
 
 _log = get_logger(__name__)
+MAX_REFETCHES = 3  # times one gap is read again before its records are given up (logged as an error)
 
 
 def tp_label(tp: Any) -> str:
@@ -46,7 +49,10 @@ class _Consumer(faust_aiokafka.Consumer):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
-        did_commit: bool = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+        try:
+            did_commit: bool = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+        except ChangelogWriteError as exc:
+            exit_uncommitted(exc)
         if did_commit and any(tp.topic in self.app.user_topics for tp in offsets):  # type: ignore[attr-defined]
             failpoint("stream.after-commit")
         return did_commit
@@ -110,6 +116,8 @@ class _Consumer(faust_aiokafka.Consumer):
         user_topics: frozenset[str] = getattr(self.app, "user_topics", frozenset())
         # tests only (instructrec/failpoints.py): drop the user topics' records unseen
         starve_topics = user_topics if armed("stream.starve") else frozenset()
+        gap_topics = user_topics if armed("stream.gap") else frozenset()
+        refetches: dict[Any, tuple[int, int]] = {}  # tp -> (offset read again from, times)
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -117,12 +125,17 @@ class _Consumer(faust_aiokafka.Consumer):
                 await asyncio.sleep(0)
                 if self.should_stop:
                     continue
+                refetching: set[Any] = set()  # partitions sought back in this batch: skip the rest
                 async for tp, message in records:
                     since_yield += 1
                     if since_yield > 100:
                         await asyncio.sleep(0)
                         since_yield = 0
+                    if tp in refetching:
+                        continue
                     if starve_topics and message.topic in starve_topics and starving("stream.starve"):
+                        continue
+                    if gap_topics and message.topic in gap_topics and skipping("stream.gap"):
                         continue
                     offset = message.offset
                     read = get_read_offset(tp)
@@ -132,10 +145,27 @@ class _Consumer(faust_aiokafka.Consumer):
                         # Evidence for the embedded broker's skipped records (README): where
                         # each partition's reading starts after an assignment.
                         _log.info("first record read", topic=tp.topic, partition=tp.partition, offset=offset)
-                    if read and offset - read > 1 and acks_enabled_for(message.topic):
-                        if message.topic in user_topics:  # no transactions here: a gap means lost records
+                    if read is not None and offset - read > 1 and acks_enabled_for(message.topic):
+                        # No transactions write these topics, so a gap is records the fetch
+                        # skipped (a seek racing a fetch at a take-over); they are still in
+                        # the log: read them again rather than acknowledge them unread.
+                        times = refetches[tp][1] + 1 if refetches.get(tp, (None,))[0] == read + 1 else 1
+                        if message.topic in user_topics and times <= MAX_REFETCHES:
                             _log.warning(
-                                "offset gap: records skipped by the fetch",
+                                "offset gap: records skipped by the fetch; reading them again",
+                                topic=tp.topic,
+                                partition=tp.partition,
+                                after=read,
+                                got=offset,
+                            )
+                            refetches[tp] = (read + 1, times)
+                            refetching.add(tp)
+                            await self.seek(tp, read + 1)
+                            set_read_offset(tp, read)  # Faust's seek set it to read + 1
+                            continue
+                        if message.topic in user_topics:
+                            _log.error(
+                                "offset gap: records skipped by the fetch, not found again",
                                 topic=tp.topic,
                                 partition=tp.partition,
                                 after=read,
@@ -167,11 +197,25 @@ class ChangelogWriteError(RuntimeError):
     """A table write the broker did not take: the state it carries is not durable."""
 
 
-async def wait_acknowledged(waiting: list[asyncio.Future[Any]]) -> None:
-    """Until each of these sends is acknowledged; one the broker failed raises."""
-    failed = [r for r in await asyncio.gather(*waiting, return_exceptions=True) if isinstance(r, BaseException)]
+async def wait_acknowledged(waiting: list[asyncio.Future[Any]], timeout: float | None = None) -> None:
+    """Until each of these sends is acknowledged; one the broker failed, or not all
+    acknowledged within ``timeout`` seconds (a lost response), raises."""
+    if not waiting:
+        return
+    _, pending = await asyncio.wait(waiting, timeout=timeout)
+    if pending:
+        raise ChangelogWriteError(f"{len(pending)} of {len(waiting)} writes not acknowledged within {timeout:g} s")
+    failed = [exc for f in waiting if (exc := f.exception() if not f.cancelled() else asyncio.CancelledError())]
     if failed:
         raise ChangelogWriteError(f"{len(failed)} of {len(waiting)} writes failed: {failed[0]!r}"[:300])
+
+
+def exit_uncommitted(exc: BaseException) -> NoReturn:
+    """Table writes that may not be durable: exit at once (75, to be restarted), before
+    any offset of their events is committed; the restarted worker recovers the table from
+    the changelog and reads those events again."""
+    _log.error("table writes not durable: exiting without a commit", error=str(exc), exit_code=RESTART_EXIT_CODE)
+    os._exit(RESTART_EXIT_CODE)
 
 
 class _Producer(faust_aiokafka.Producer):
@@ -185,8 +229,10 @@ class _Producer(faust_aiokafka.Producer):
     had not reached the broker; a SIGKILL then lost those writes for good, since their
     events are never read again (users' contexts missing stretches of events under
     ``make chaos --burn``; tests/integration/test_delivery.py kills a worker right after
-    such a commit). A write the broker failed raises ChangelogWriteError: no commit, the
-    events are processed again."""
+    such a commit). A write the broker failed, or writes not acknowledged within the
+    feed-stall time (a lost response: Faust's producer would wait its 20-minute request
+    timeout), raise ChangelogWriteError; on the commit path the worker then exits 75
+    without committing (``exit_uncommitted``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -210,7 +256,7 @@ class _Producer(faust_aiokafka.Producer):
     async def flush(self) -> None:
         waiting = list(self.unacked)
         await super().flush()
-        await wait_acknowledged(waiting)
+        await wait_acknowledged(waiting, getattr(self.app, "ack_timeout_s", None))
 
 
 class _Transport(faust_aiokafka.Transport):
@@ -221,6 +267,13 @@ class _Transport(faust_aiokafka.Transport):
 class StreamApp(faust.App):
     fetch_max_wait_ms: int | None = None
     user_topics: frozenset[str] = frozenset()  # events and triggers
+    ack_timeout_s: float | None = None  # longest wait for table writes' acknowledgements
+
+    async def _producer_flush(self, logger: Any) -> None:  # at stop, after the last commit
+        try:
+            await super()._producer_flush(logger)
+        except ChangelogWriteError as exc:
+            exit_uncommitted(exc)
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
@@ -280,5 +333,6 @@ def create_app(settings: Settings) -> StreamApp:
         producer_max_batch_size=1 if settings.embedded else 16384,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.ack_timeout_s = settings.feed_stall_s or None
     app.user_topics = frozenset({settings.topics.events, settings.topics.triggers})
     return app

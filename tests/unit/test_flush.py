@@ -125,3 +125,21 @@ def test_the_flush_faust_awaits_before_a_commit_waits_for_every_table_write(tmp_
     assert asyncio.run(scenario(False)) == ["buffer flush gave up", "acknowledged", "flushed: Faust commits now"]
     with pytest.raises(ChangelogWriteError, match=r"1 of 1 writes failed.*NotLeaderForPartition"):
         asyncio.run(scenario(True))
+
+
+def test_writes_never_acknowledged_are_an_error_after_the_feed_stall_time(tmp_path: Any) -> None:
+    """A lost response: Faust's producer would wait its 20-minute request timeout."""
+
+    async def scenario() -> None:
+        app: Any = create_app(Settings(bootstrap_servers="127.0.0.1:9", state_dir=tmp_path, feed_stall_s=0.3))
+        producer: Any = app.producer
+
+        async def gives_up() -> int:
+            return 0
+
+        producer.buffer.flush = gives_up
+        producer.send_soon(asyncio.get_running_loop().create_future())  # never acknowledged
+        await producer.flush()
+
+    with pytest.raises(ChangelogWriteError, match=r"1 of 1 writes not acknowledged within 0.3 s"):
+        asyncio.run(scenario())
