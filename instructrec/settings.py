@@ -156,7 +156,8 @@ class Settings(BaseSettings):
         default=30.0,
         ge=0,
         description="A partition with records waiting that has not moved for this long is re-fetched; "
-        "still not fed after as long again, the worker exits 75 to be restarted (0: not watched).",
+        "still not fed after as long again, the worker exits 75 to be restarted (0: not watched). "
+        "Also the longest the stream worker waits for acknowledgements of its sends and table writes.",
     )
 
     # --- Financial alerts (streams/alerts.py) ------------------------------------------
