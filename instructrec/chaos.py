@@ -386,6 +386,8 @@ def check_context(settings: Settings) -> dict[str, Any]:
                         "table": [len(UserContext.events(have)), UserContext.events(have)[-3:]],
                         "rebuilt": [len(UserContext.events(want)), UserContext.events(want)[-3:]],
                         "seen": [len(UserContext.seen(have)), len(UserContext.seen(want))],
+                        **first_difference(UserContext.events(have), UserContext.events(want), "events"),
+                        **first_difference(UserContext.seen(have), UserContext.seen(want), "seen"),
                     }
                 )
     return {
@@ -396,6 +398,15 @@ def check_context(settings: Settings) -> dict[str, Any]:
         "stuck_outbox": sum(len(UserContext.outbox(v)) for v in table.values()),
         "stuck_waiting": sum(len(UserContext.waiting(v)) for v in table.values()),
     }
+
+
+def first_difference(have: list[Any], want: list[Any], name: str) -> dict[str, Any]:
+    """Where two lists first differ, with an entry either side (nothing when equal)."""
+    if have == want:
+        return {}
+    i = next((i for i, (a, b) in enumerate(zip(have, want, strict=False)) if a != b), min(len(have), len(want)))
+    around = slice(max(0, i - 1), i + 2)
+    return {f"{name}_differ_at": i, f"{name}_table": have[around], f"{name}_rebuilt": want[around]}
 
 
 def group_lag(settings: Settings) -> dict[str, int]:
