@@ -202,11 +202,15 @@ def test_records_a_fetch_skipped_are_read_again(own_broker, tmp_path):
         wait_status(settings.web_port, "/ready/", 200, 180)
         wait_status(settings.pool_health_port, "/ready", 200, 180)
         sent: set[str] = set()
-        for wave in ("first", "second"):  # the second wave puts records after the skipped ones
-            _, triggers = user_traffic(dataset, wave, users=12)
-            replayer.run(iter(triggers), rate=0)
-            sent |= {t.request_id for t in triggers}
-            time.sleep(3)
+
+        def waves(*names: str) -> None:  # a later wave puts records after the skipped ones
+            for wave in names:
+                _, triggers = user_traffic(dataset, wave, users=12)
+                replayer.run(iter(triggers), rate=0)
+                sent.update(t.request_id for t in triggers)
+                time.sleep(3)
+
+        waves("first", "second")
         answered = collector.wait_for(sent, 120)
         missing = sorted(sent - set(collector.results))
         # Restarted, the worker reads from the committed offsets; the first five records it
@@ -216,11 +220,7 @@ def test_records_a_fetch_skipped_are_read_again(own_broker, tmp_path):
         assert procs.procs["stream-worker"].wait(60) == 0
         procs.start("stream-worker", "stream-worker", env={"INSTRUCTREC_FAILPOINTS": "stream.gap:0"})
         wait_status(settings.web_port, "/ready/", 200, 180)
-        for wave in ("third", "fourth"):
-            _, triggers = user_traffic(dataset, wave, users=12)
-            replayer.run(iter(triggers), rate=0)
-            sent |= {t.request_id for t in triggers}
-            time.sleep(3)
+        waves("third", "fourth")
         answered_after_restart = collector.wait_for(sent, 120)
         missing_after_restart = sorted(sent - set(collector.results))
     finally:
