@@ -112,17 +112,24 @@ def high_watermarks(
     return ends
 
 
+def assigned_consumer(settings: Settings, purpose: str, **overrides: Any) -> Consumer:
+    """A consumer that is assigned partitions and never joins a group (its group id is
+    unique and unused), for the tools' and checks' own reads."""
+    return Consumer(
+        {
+            **settings.confluent_config(),
+            "group.id": f"{purpose}-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": settings.client_fetch_max_wait_ms,
+            **overrides,
+        }
+    )
+
+
 def broker_serves(settings: Settings, topic: str, partition: int, offset: int, timeout: float = 3.0) -> bool | None:
     """Does a fresh client get the record at ``offset``? (Tells a broker that withholds
     records from a client that stopped asking, when a partition is found unfed.)"""
-    consumer = Consumer(
-        {
-            **settings.confluent_config(),
-            "group.id": f"feed-check-{uuid.uuid4().hex[:12]}",  # assigned, never joins
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": settings.client_fetch_max_wait_ms,
-        }
-    )
+    consumer = assigned_consumer(settings, "feed-check")
     try:
         consumer.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + timeout
@@ -177,15 +184,7 @@ def read_partitions(
     connecting) makes the read take longer, never end short; one that does not report
     the ends within ``timeout`` raises BrokerError."""
     wanted = sorted(set(partitions))
-    consumer = Consumer(
-        {
-            **settings.confluent_config(),
-            "group.id": f"read-{uuid.uuid4().hex[:12]}",  # assigned, never joins
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": settings.client_fetch_max_wait_ms,
-        }
-    )
+    consumer = assigned_consumer(settings, "read", **{"enable.partition.eof": True})
     out: dict[int, list[Message]] = {p: [] for p in wanted}
     ends = EndWatch(wanted)
     deadline = time.monotonic() + timeout
