@@ -17,6 +17,8 @@ five unseen, once (a fetch that skipped records).
 ``pool.slow-batch:S`` makes every scoring batch take S seconds more: the long batches of
 a loaded machine, on demand. ``stream.slow-changelog:MS`` holds each record in the stream
 worker's send buffer MS milliseconds longer: the slow buffer of a loaded machine.
+``stream.slow-seek:MS`` holds the stream worker's seek to the committed offsets after an
+assignment MS milliseconds: a slow answer, with the partitions already resumed.
 """
 
 from __future__ import annotations

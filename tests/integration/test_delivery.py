@@ -73,7 +73,8 @@ def _started_past_the_start(log: str) -> list[str]:
             for label in re.findall(r"'([^']+)'", found)
         }
         for offset, partition, topic in re.findall(
-            r"first record read +component=\S+ offset=(\d+) partition=(\d+) topic=(\S+)", run
+            r"first record read +component=\S+ (?:dropped_before_seek=\d+ )?offset=(\d+) partition=(\d+) topic=(\S+)",
+            run,
         ):
             label = f"{topic.rsplit('.', 1)[-1]}/{partition}"
             if label in fresh and offset != "0":
@@ -233,3 +234,43 @@ def test_records_a_fetch_skipped_are_read_again(own_broker, tmp_path):
     assert log.count("failpoint hit: skipping records") == 2, tail_logs(procs)
     assert answered_after_restart, f"unanswered after the restart: {missing_after_restart}\n{tail_logs(procs)}"
     assert codes == {"stream-worker": 0, "scoring-pool": 0}, tail_logs(procs)
+
+
+def test_records_fetched_before_the_seek_are_applied_in_offset_order(own_broker, tmp_path):
+    """Faust resumes a new assignment's partitions before it seeks them to the committed
+    offsets, and fetches it dropped meanwhile have moved the position on: records from
+    there were applied first, the seek then read the earlier ones, and a user's seen list
+    came out in another order (``make chaos --burn 3``). Here the restarted worker's seek
+    waits 3 s and its first five records are dropped unseen, as such fetches did."""
+    settings = make_settings(own_broker, tmp_path, partitions=2)
+    create_topics(settings)
+    dataset = load_ml100k(settings.data_dir)
+    procs = Processes(env_for(settings), tmp_path / "logs")
+    replayer = Replayer(settings)
+    replayer.send_catalog(catalog_records(dataset))
+    try:
+        procs.start("stream-worker", "stream-worker")
+        wait_status(settings.web_port, "/ready/", 200, 180)
+        first, _ = user_traffic(dataset, "before", users=10, per_user=4)
+        replayer.run(iter(first), rate=0)
+        time.sleep(6)  # applied and committed (Faust commits every 2.8 s)
+        procs.procs["stream-worker"].terminate()
+        assert procs.procs["stream-worker"].wait(60) == 0
+        held = {(e.user_id, e.item_id, e.ts) for e in first}
+        more, _ = user_traffic(dataset, "after", users=10, per_user=12)
+        replayer.run(iter(e for e in more if (e.user_id, e.item_id, e.ts) not in held), rate=0)
+        failpoints = "stream.slow-seek:3000,stream.gap:0"
+        procs.start("stream-worker", "stream-worker", env={"INSTRUCTREC_FAILPOINTS": failpoints})
+        wait_status(settings.web_port, "/ready/", 200, 180)
+        time.sleep(8)  # the rest applied and committed
+        checks = check_context(settings)
+    finally:
+        codes = procs.stop()
+    log = (tmp_path / "logs" / "stream-worker.log").read_text()
+    assert "failpoint hit: skipping records" in log, tail_logs(procs)
+    assert codes == {"stream-worker": 0}, tail_logs(procs)
+    assert checks["users"] == 10
+    assert checks["context_mismatches"] == 0, checks
+    restarted = log.split("stream worker starting")[-1]
+    dropped = [int(n) for n in re.findall(r"first record read +component=\S+ dropped_before_seek=(\d+)", restarted)]
+    assert dropped and sum(dropped) > 0, restarted[-3000:]
