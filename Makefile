@@ -9,7 +9,7 @@ DURATION ?=
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration bench eval chaos venv data sentiment schemas lint clean
+.PHONY: run test unit integration bench eval chaos venv data sentiment schemas lint clean peers-env
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ run: venv data $(if $(filter 1,$(ALERTS)),sentiment)
 	$(if $(INSTRUCTREC_MODEL_DIR),,$(if $(TRAINED),INSTRUCTREC_MODEL_DIR=$(TRAINED))) \
 	$(PY) -m instructrec run $(if $(DURATION),--duration $(DURATION)) $(if $(filter 1,$(ALERTS)),,--no-alerts) $(RUN_ARGS)
 
-test: venv data
+test: venv data peers-env
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv data
@@ -50,7 +50,21 @@ bench: venv data
 chaos: venv data
 	$(PY) -m instructrec chaos $(CHAOS_ARGS)
 
-eval: venv data
+# RecBole's environment for the peers in `make eval`: the `peers` extra of pyproject.toml
+# and the same CPU torch, kept apart from ours (RecBole needs numpy < 2).
+PEERS_VENV := .venv-recbole
+PEERS_PY := $(PEERS_VENV)/bin/python
+$(PEERS_VENV)/.installed: pyproject.toml
+	test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check $$($(PYTHON) -c \
+	  "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['peers']))")
+	touch $@
+
+peers-env: $(PEERS_VENV)/.installed
+
+eval: venv data peers-env
 	$(PY) -m instructrec eval $(EVAL_ARGS)
 
 unit: venv data
@@ -66,4 +80,4 @@ lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy instructrec schemas streams workers model
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(PEERS_VENV) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -298,12 +298,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         intention_users=args.intention_users,
         calibration_users=args.calibration_users,
         sentiment_epochs=args.sentiment_epochs,
+        peers=tuple(filter(None, args.peers.split(","))),
+        peer_seeds=args.peer_seeds,
+        peer_max_epochs=args.peer_max_epochs,
+        peers_dir=Path(args.peers_dir),
     )
     print_eval(run_eval(settings, config))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from instructrec.peers import DEFAULT_PEERS  # stdlib and model.data only: cheap
+
     parser = argparse.ArgumentParser(prog="instructrec", description="Streaming InstructRec recommendations on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
@@ -380,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="offline evaluation on ml-100k, every method side by side; `eval: {json}`")
     p.add_argument("--users", type=int, default=None, help="evaluate a seeded sample of users (default: all)")
-    p.add_argument("--protocols", default="1+19,1+99,full", help="comma-separated: 1+19, 1+99, full")
+    p.add_argument("--protocols", default="full,1+99,1+9", help="comma-separated: full, 1+99, 1+19, 1+9")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-model", action="store_true", help="leave out the shipped transformer")
     p.add_argument("--no-sasrec", action="store_true", help="leave out SASRec (trained in the run)")
@@ -407,6 +413,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sentiment-epochs", type=int, default=15, help="fine-tuning epochs of the headline sentiment model (0: skip)"
     )
+    p.add_argument(
+        "--peers",
+        default=",".join(peer.model for peer in DEFAULT_PEERS),
+        help="RecBole models run as peers, comma-separated ('' for none)",
+    )
+    p.add_argument("--peer-seeds", type=int, default=3, help="seeds per trained peer")
+    p.add_argument(
+        "--peer-max-epochs", type=int, default=None, help="cap on a peer's epochs (default: early stopping only)"
+    )
+    p.add_argument("--peers-dir", default=".data/peers", help="RecBole's data and the peers' cached runs")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("chaos", help="SIGKILL workers at random during a replay, then check delivery; `chaos: {json}`")

@@ -2,18 +2,21 @@
 
 Prints a markdown table, writes it with a PNG plot to ``.data/eval/``, and prints as its
 last line ``eval: {json}`` with ``{"rows": [...]}``: ranking rows carry ``method``,
-``protocol``, ``hr@1``, ``hr@10``, ``ndcg@10``, ``mrr`` and ``ours``; the sentiment rows
-(protocol ``finance-headlines``, ``model/sentiment.py``) ``accuracy`` and ``macro_f1``
-instead, and are left out of the NDCG plot.
+``protocol``, ``hr@1``, ``hr@5``, ``hr@10``, ``ndcg@5``, ``ndcg@10``, ``mrr``, ``seeds``,
+``ndcg@10_std`` and ``ours``; the sentiment rows (protocol ``finance-headlines``,
+``model/sentiment.py``) ``accuracy`` and ``macro_f1`` instead, and are left out of the
+NDCG plot.
 
 Methods: random, popularity, item co-occurrence (the stream worker's recall graph), a
 small SASRec trained in the run, MiniLM zero-shot (the instruction the pools build
 against each candidate's text), and ours: MiniLM fine-tuned in the run (``model/train.py``)
 fused with the co-occurrence and popularity features, its weights calibrated on the
 validation items. Two ablations show what each half brings: the fine-tuned text score
-alone, and the calibrated fusion without the text. The trained model is saved as a
-version directory under ``--models-root`` (LATEST points at it) with the report, plot and
-card; the intention probe measures how a genre intention moves the top 10.
+alone, and the calibrated fusion without the text. RecBole's own models are the peers
+(``instructrec/peers.py``: trained by RecBole on this split, over seeds, cached). The
+trained model is saved as a version directory under ``--models-root`` (LATEST points at
+it) with the report, plot and card; the intention probe measures how a genre intention
+moves the top 10.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from instructrec.peers import DEFAULT_PEERS, PeerRun, PeerSpec, peer_summary, run_peer
 from instructrec.plots import pyplot
 from instructrec.progress import progress
 from instructrec.settings import Settings
@@ -78,6 +82,11 @@ class EvalConfig:
     intention_users: int = 100
     calibration_users: int | None = None  # fusion weights fitted on these users' validation items; None: all
     sentiment_epochs: int = 15  # 0: no sentiment rows (model/sentiment.py)
+    peers: tuple[str, ...] = tuple(p.model for p in DEFAULT_PEERS)  # RecBole models (instructrec/peers.py)
+    peer_seeds: int = 3  # seeds per trained peer (closed-form ones run once)
+    peer_max_epochs: int | None = None  # cap on a peer's epochs (None: its CPU cap without CUDA, else early stopping)
+    peer_gpu: bool | None = None  # train the peers on cuda:0 (None: when torch sees CUDA)
+    peers_dir: Path = Path(".data/peers")
 
 
 class TextModel:
@@ -215,21 +224,29 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
         methods[OURS] = fused_scorer(ours, graph, card["fusion"])
         if versioned and model_dir.parent == config.models_root:
             write_latest(config.models_root, model_dir.name)  # a complete version now
+    peers = run_peers(dataset, everyone, config)
     rows = []
-    runs = [(protocol, name, scorer) for protocol in config.protocols for name, scorer in methods.items()]
+    every: list[tuple[str, Scorer | list[PeerRun]]] = [*methods.items(), *peers.items()]
+    runs = [(protocol, name, scorer) for protocol in config.protocols for name, scorer in every]
     for protocol, name, scorer in progress(runs, "eval", unit="method"):
         started = time.perf_counter()
-        m = evaluate(scorer, splits, protocol, catalog, config.seed)
-        rows.append(
-            {
-                "method": name,
-                "protocol": protocol,
-                **m.as_row(),
-                "ours": name == OURS,
-                "seconds": round(time.perf_counter() - started, 1),
-            }
-        )
-        print(f"eval {protocol:5s} {name:26s} {m.as_row()}", flush=True)
+        if isinstance(scorer, list):  # a peer's runs, one per seed
+            rows.append(peer_row(scorer, splits, protocol, catalog, config.seed))
+        else:
+            m = evaluate(scorer, splits, protocol, catalog, config.seed)
+            rows.append(
+                {
+                    "method": name,
+                    "protocol": protocol,
+                    **m.as_row(),
+                    "seeds": 1,
+                    "ndcg@10_std": None,
+                    "ours": name == OURS,
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+            )
+        shown = {k: v for k, v in rows[-1].items() if k not in ("method", "protocol", "peer")}
+        print(f"eval {protocol:5s} {name:26s} {shown}", flush=True)
     if config.sentiment_epochs > 0:
         rows += sentiment_rows(config)
     effects = []
@@ -248,6 +265,63 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
             if (config.out_dir / name).exists():
                 shutil.copy(config.out_dir / name, model_dir / name)
     return {"rows": rows, "users": len(splits), "report": str(report), "model_dir": str(model_dir or "")}
+
+
+def run_peers(dataset: Dataset, splits: Sequence[UserSplit], config: EvalConfig) -> dict[str, list[PeerRun]]:
+    """Each RecBole peer over its seeds (read from the cache where it ran before), trained
+    on every user; a split unlike ours raises (instructrec/peers.py ``check_split``)."""
+    specs = [spec for name in config.peers for spec in DEFAULT_PEERS if spec.model.lower() == name.lower()]
+    unknown = {n.lower() for n in config.peers} - {s.model.lower() for s in specs}
+    if unknown:
+        raise ValueError(f"unknown peers {sorted(unknown)}; known: {[p.model for p in DEFAULT_PEERS]}")
+    out: dict[str, list[PeerRun]] = {}
+    jobs: list[tuple[PeerSpec, int]] = []
+    gpu = config.peer_gpu if config.peer_gpu is not None else _cuda_available()
+    for spec in specs:
+        cap = config.peer_max_epochs if config.peer_max_epochs is not None else (None if gpu else spec.cpu_epochs)
+        if cap is not None and spec.trained:
+            spec = PeerSpec(spec.model, min(spec.epochs, cap), spec.stopping_step, spec.params)
+        jobs += [(spec, config.seed + n) for n in range(config.peer_seeds if spec.trained else 1)]
+    for spec, seed in progress(jobs, "peers", unit="run"):
+        run = run_peer(spec, seed, dataset, splits, config.peers_dir, gpu=gpu)
+        out.setdefault(spec.name, []).append(run)
+        state = "cached" if run.cached else f"{run.result['train_seconds']} s"
+        print(
+            f"peer {spec.name} seed {seed}: {run.epochs} epochs, converged {run.converged}, {state}, "
+            f"RecBole's own test NDCG@10 {run.result['recbole_test'].get('ndcg@10')}",
+            flush=True,
+        )
+    return out
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def peer_row(
+    runs: Sequence[PeerRun], splits: Sequence[UserSplit], protocol: str, catalog: Sequence[str], seed: int
+) -> dict[str, Any]:
+    """One row for a peer: each metric's mean over its seeds, and NDCG@10's standard
+    deviation (population: the seeds are all there is)."""
+    started = time.perf_counter()
+    per_seed = [evaluate(run.scorer(), splits, protocol, catalog, seed).as_row() for run in runs]
+    keys = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "mrr")
+    ndcgs = [m["ndcg@10"] for m in per_seed]
+    mean = sum(ndcgs) / len(ndcgs)
+    summary = peer_summary(runs)
+    return {
+        "method": summary["method"],
+        "protocol": protocol,
+        **{k: round(sum(m[k] for m in per_seed) / len(per_seed), 4) for k in keys},
+        "users": per_seed[0]["users"],
+        "seeds": len(runs),
+        "ndcg@10_std": round((sum((x - mean) ** 2 for x in ndcgs) / len(ndcgs)) ** 0.5, 4),
+        "ours": False,
+        "peer": summary,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def _sample(splits: list[UserSplit], n: int | None, seed: int | str) -> list[UserSplit]:
@@ -397,17 +471,39 @@ def write_report(
     lines = [
         f"# Offline evaluation — ml-100k, leave-one-out, {users} users, seed {config.seed}",
         "",
-        "Test item = each user's last interaction (ties by file order); candidates: the test item plus "
-        "19 / 99 sampled unseen items, or every item with the user's history masked (full).",
+        "Test item = each user's last interaction (ties by file order); candidates: every item with the "
+        "user's history masked (full), or the test item plus 99 / 19 / 9 sampled unseen items.",
         "",
         "| protocol | method | HR@1 | HR@5 | HR@10 | NDCG@5 | NDCG@10 | MRR |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in ranking:
+        ndcg = f"{r['ndcg@10']:.3f}" + (f" ± {r['ndcg@10_std']:.3f}" if r.get("seeds", 1) > 1 else "")
         lines.append(
             f"| {r['protocol']} | {r['method']}{' (ours)' if r['ours'] else ''} | {r['hr@1']:.3f} | "
-            f"{r['hr@5']:.3f} | {r['hr@10']:.3f} | {r['ndcg@5']:.3f} | {r['ndcg@10']:.3f} | {r['mrr']:.3f} |"
+            f"{r['hr@5']:.3f} | {r['hr@10']:.3f} | {r['ndcg@5']:.3f} | {ndcg} | {r['mrr']:.3f} |"
         )
+    peers = {r["method"]: r["peer"] for r in ranking if "peer" in r}
+    if peers:
+        lines += [
+            "",
+            "RecBole peers (`recbole-*`): RecBole 1.2.1's own models, trained by RecBole on this split "
+            "(every user's validation and test items checked against ours), early stopping on validation "
+            "NDCG@10; the rows above score RecBole's outputs with our protocols, NDCG@10 as mean ± standard "
+            "deviation over the seeds. RecBole's own test figures (its evaluator, unchanged: sequential "
+            "models there do not mask the user's history) are beside them.",
+            "",
+            "| peer | seeds | epochs | converged | train s | from cache | RecBole's own test NDCG@10 / HR@10 |",
+            "|---|---:|---|---|---|---|---|",
+        ]
+        for name, p in peers.items():
+            own = ", ".join(
+                f"{n} / {h}" for n, h in zip(p["recbole_test_ndcg@10"], p["recbole_test_hit@10"], strict=True)
+            )
+            lines.append(
+                f"| {name} | {p['seeds']} | {p['epochs']} | {p['converged']} | {p['train_seconds']} | "
+                f"{p['cached']} | {own} |"
+            )
     if card:
         t = card.get("training", {})
         steps = card.get("train_config", {}).get("steps")
@@ -483,6 +579,20 @@ def _ranking_plot(rows: list[dict[str, Any]], users: int, path: Path) -> bool:
 
 
 def print_eval(result: dict[str, Any]) -> None:
-    keep = ("method", "protocol", "hr@1", "hr@10", "ndcg@10", "mrr", "accuracy", "macro_f1", "ours")
+    keep = (
+        "method",
+        "protocol",
+        "hr@1",
+        "hr@5",
+        "hr@10",
+        "ndcg@5",
+        "ndcg@10",
+        "mrr",
+        "seeds",
+        "ndcg@10_std",
+        "accuracy",
+        "macro_f1",
+        "ours",
+    )
     rows = [{k: r[k] for k in keep if k in r} for r in result["rows"]]
     print("eval: " + orjson.dumps({"rows": rows}).decode(), flush=True)

@@ -2,9 +2,10 @@
 
 - Split: each user's interactions in time order (ties broken by file order); the last is
   the test item, the second-to-last the validation item, the rest is training history.
-- Protocols: ``1+19`` and ``1+99`` (the held-out item plus 19 / 99 items the user never
-  interacted with, sampled with a fixed seed) and ``full`` (every catalog item, the user's
-  training and validation items masked).
+- Protocols: ``full`` (every catalog item, the user's training and validation items
+  masked; the primary one), and ``1+99``, ``1+19`` and ``1+9`` (the held-out item plus
+  99 / 19 / 9 items the user never interacted with, sampled with a fixed seed; ``1+9`` is
+  InstructRec's own).
 - Metrics: HR@1/5/10, NDCG@5/10, MRR, from the rank of the held-out item among the
   candidates (rank 0 = first; ties are broken against the held-out item, so a method that
   scores everything equally gets no credit).
@@ -25,7 +26,8 @@ from model.data import Dataset
 from model.features import latest_distinct
 from model.recall import ItemGraph
 
-PROTOCOLS = ("1+19", "1+99", "full")
+PROTOCOLS = ("full", "1+99", "1+9")
+SAMPLED = {"1+9": 9, "1+19": 19, "1+99": 99}  # negatives per sampled protocol
 Scorer = Callable[["UserSplit", Sequence[str]], Sequence[float]]
 
 
@@ -60,7 +62,7 @@ def candidates_for(split: UserSplit, protocol: str, catalog: Sequence[str], seed
     seen = set(split.seen_before_test) | {split.test}
     if protocol == "full":
         return [split.test] + [i for i in catalog if i not in seen]
-    n = {"1+19": 19, "1+99": 99}[protocol]
+    n = SAMPLED[protocol]
     pool = [i for i in catalog if i not in seen]
     rng = random.Random(f"{seed}:{protocol}:{split.user_id}")
     return [split.test, *rng.sample(pool, min(n, len(pool)))]

@@ -28,7 +28,7 @@ from instructrec.settings import REPO_ROOT, Settings
 from model.registry import read_card, resolve_model, write_card, write_latest
 from model.scorer import default_model_dir
 
-PROTOCOLS = ("1+19", "1+99", "full")
+PROTOCOLS = ("full", "1+99", "1+9")
 RANKING = (
     "random",
     "popularity",
@@ -38,6 +38,8 @@ RANKING = (
     "collaborative features only (no text)",
     "instructrec text only",
     OURS,
+    "recbole-pop",
+    "recbole-bpr",
 )
 SENTIMENT = ("sentiment-zero-shot", "sentiment-frozen-head", "sentiment")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -77,6 +79,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         *("--sasrec-epochs", "1", "--train-steps", str(TRAIN_STEPS), "--train-device", "cpu"),
         *("--calibration-users", "8", "--intention-users", "1", "--sentiment-epochs", "1"),
         *("--out", str(report_dir), "--models-root", str(models)),
+        *("--peers", "Pop,BPR", "--peer-seeds", "2", "--peer-max-epochs", "1", "--peers-dir", str(root / "peers")),
     ]
     # One torch thread for the text models: the batch-invariant encoder runs one text per
     # forward pass on CPU, and two threads per tiny pass were 13x slower on a busy 2-core
@@ -87,7 +90,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     seconds = time.monotonic() - started
     print(f"instructrec eval, reduced: {seconds:.0f} s")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return {"stdout": proc.stdout, "report_dir": report_dir, "models": models, "root": root}
+    return {"stdout": proc.stdout, "report_dir": report_dir, "models": models, "root": root, "peers": root / "peers"}
 
 
 def _eval_line(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -102,8 +105,11 @@ def test_the_eval_line_carries_every_kind_of_row(run):
     ranking = [(p, m) for p in PROTOCOLS for m in RANKING]
     assert [(r["protocol"], r["method"]) for r in rows] == [*ranking, *(("finance-headlines", m) for m in SENTIMENT)]
     for r in rows[: len(ranking)]:
-        assert all(0.0 <= r[k] <= 1.0 for k in ("hr@1", "hr@10", "ndcg@10", "mrr")), r
+        assert all(0.0 <= r[k] <= 1.0 for k in ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "mrr")), r
         assert r["ours"] is (r["method"] == OURS)
+        seeds = {"recbole-pop": 1, "recbole-bpr": 2}.get(r["method"], 1)
+        assert r["seeds"] == seeds, r
+        assert (r["ndcg@10_std"] is None) is (not r["method"].startswith("recbole-")), r
     for r in rows[len(ranking) :]:
         assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["macro_f1"] <= 1.0 and "ndcg@10" not in r, r
         assert r["ours"] is (r["method"] == "sentiment")
@@ -116,7 +122,9 @@ def test_the_report_has_every_row_and_names_its_plot(run):
     for protocol in PROTOCOLS:
         for method in RANKING:
             (line,) = [x for x in text.splitlines() if x.startswith(f"| {protocol} | {method}")]
-            assert len([c for c in line.split("|") if c.strip().replace(".", "").isdigit()]) == 6, line
+            cells = [c.strip().replace(".", "").split(" ± ") for c in line.split("|")]
+            assert len([c for c in cells if all(part.isdigit() for part in c)]) == 6, line
+            assert (" ± " in line) is (method == "recbole-bpr"), line  # NDCG@10 over its two seeds
     for method in SENTIMENT:
         (line,) = [x for x in text.splitlines() if x.startswith(f"| {method} |") or x.startswith(f"| {method} (ours)")]
         assert line.count("[") == 4, line  # the confusion matrix, 3 x 3
@@ -125,8 +133,25 @@ def test_the_report_has_every_row_and_names_its_plot(run):
     for method in (OURS, "minilm-zero-shot"):
         assert sum(x.startswith(f"| {method} | ") for x in text.splitlines()) == 5  # the intention probe's genres
     assert "](eval.png)" in text
+    # the peers: BPR stopped by the 1-epoch cap, so not converged; Pop is closed form
+    (pop,) = [x for x in text.splitlines() if x.startswith("| recbole-pop | 1 | [1] | True |")]
+    (bpr,) = [x for x in text.splitlines() if x.startswith("| recbole-bpr | 2 | [1, 1] | False |")]
+    assert "| False |" in pop and bpr.count(" / ") == 2, (pop, bpr)  # not from the cache; two seeds' own figures
     png = (run["report_dir"] / "eval.png").read_bytes()
     assert png[:8] == PNG and len(png) > 10_000
+
+
+def test_a_rerun_reads_the_peers_from_the_cache_with_the_split_checked_again(run):
+    from instructrec.peers import DEFAULT_PEERS, PeerSpec, run_peer
+    from model.data import load_ml100k
+    from model.evaluation import leave_one_out
+
+    dataset = load_ml100k(Settings().data_dir)
+    splits = leave_one_out(dataset)
+    bpr = next(p for p in DEFAULT_PEERS if p.model == "BPR")
+    again = run_peer(PeerSpec(bpr.model, 1, bpr.stopping_step, bpr.params), 1, dataset, splits, run["peers"])
+    assert again.cached and again.seconds < 10 and again.epochs == 1 and not again.converged
+    assert again.scores.shape == (len(splits), len(again.result["items"]))
 
 
 def test_make_run_then_serves_the_new_versions(run):
