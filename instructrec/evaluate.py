@@ -24,19 +24,28 @@ from __future__ import annotations
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from instructrec.peers import DEFAULT_PEERS, PeerRun, PeerSpec, peer_summary, run_peer
+from instructrec.peers import (
+    DEFAULT_PEERS,
+    PeerRun,
+    PeerSpec,
+    hard_negatives,
+    peer_summary,
+    pick_retriever,
+    run_peer,
+)
 from instructrec.plots import pyplot
 from instructrec.progress import progress
 from instructrec.settings import Settings
 from model.data import Dataset, fetch_ml100k, load_ml100k
 from model.evaluation import (
+    HARD,
     PROTOCOLS,
     Scorer,
     UserSplit,
@@ -225,15 +234,22 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
         if versioned and model_dir.parent == config.models_root:
             write_latest(config.models_root, model_dir.name)  # a complete version now
     peers = run_peers(dataset, everyone, config)
+    hard, retriever = None, None
+    if HARD in config.protocols:
+        retriever = pick_retriever(peers)
+        if retriever is None:
+            raise ValueError(f"{HARD} needs a converged RecBole peer as its retriever (--peers)")
+        hard = hard_negatives(retriever, everyone)
+        print(f"{HARD}: negatives from {retriever.spec.name} seed {retriever.seed}", flush=True)
     rows = []
     every: list[tuple[str, Scorer | list[PeerRun]]] = [*methods.items(), *peers.items()]
     runs = [(protocol, name, scorer) for protocol in config.protocols for name, scorer in every]
     for protocol, name, scorer in progress(runs, "eval", unit="method"):
         started = time.perf_counter()
         if isinstance(scorer, list):  # a peer's runs, one per seed
-            rows.append(peer_row(scorer, splits, protocol, catalog, config.seed))
+            rows.append(peer_row(scorer, splits, protocol, catalog, config.seed, hard))
         else:
-            m = evaluate(scorer, splits, protocol, catalog, config.seed)
+            m = evaluate(scorer, splits, protocol, catalog, config.seed, hard)
             rows.append(
                 {
                     "method": name,
@@ -257,7 +273,8 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
             effects += intention_effect(OURS, scorer, dataset, probe, catalog, splits)
         if zero_shot is not None:
             effects += intention_effect("minilm-zero-shot", zero_shot.score, dataset, probe, catalog, splits)
-    report = write_report(rows, effects, config, len(splits), card)
+    source = f"{retriever.spec.name} (seed {retriever.seed})" if retriever else None
+    report = write_report(rows, effects, config, len(splits), card, source)
     if model_dir is not None and card is not None and versioned:
         card["eval"] = {"users": len(splits), "seed": config.seed, "rows": rows, "intention": effects}
         write_card(model_dir, card)
@@ -301,12 +318,17 @@ def _cuda_available() -> bool:
 
 
 def peer_row(
-    runs: Sequence[PeerRun], splits: Sequence[UserSplit], protocol: str, catalog: Sequence[str], seed: int
+    runs: Sequence[PeerRun],
+    splits: Sequence[UserSplit],
+    protocol: str,
+    catalog: Sequence[str],
+    seed: int,
+    hard: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """One row for a peer: each metric's mean over its seeds, and NDCG@10's standard
     deviation (population: the seeds are all there is)."""
     started = time.perf_counter()
-    per_seed = [evaluate(run.scorer(), splits, protocol, catalog, seed).as_row() for run in runs]
+    per_seed = [evaluate(run.scorer(), splits, protocol, catalog, seed, hard).as_row() for run in runs]
     keys = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "mrr")
     ndcgs = [m["ndcg@10"] for m in per_seed]
     mean = sum(ndcgs) / len(ndcgs)
@@ -463,6 +485,7 @@ def write_report(
     config: EvalConfig,
     users: int,
     card: dict[str, Any] | None,
+    retriever: str | None = None,
 ) -> Path:
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -504,6 +527,12 @@ def write_report(
                 f"| {name} | {p['seeds']} | {p['epochs']} | {p['converged']} | {p['train_seconds']} | "
                 f"{p['cached']} | {own} |"
             )
+    if retriever:
+        lines += [
+            "",
+            f"`{HARD}`: each user's nine negatives are the items {retriever} ranks highest among those "
+            "the user never had (the converged peer best on validation NDCG@10), shared by every method.",
+        ]
     if card:
         t = card.get("training", {})
         steps = card.get("train_config", {}).get("steps")

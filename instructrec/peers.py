@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,6 +207,41 @@ def run_peer(
     check_split(result, splits)
     scores = np.load(out / "scores.npy")
     return PeerRun(spec, seed, result, scores, cached, round(time.perf_counter() - started, 1))
+
+
+def pick_retriever(peers: Mapping[str, Sequence[PeerRun]]) -> PeerRun | None:
+    """The best converged peer by validation NDCG@10 (mean over its seeds; never a test
+    figure), as its first seed's run; None when no peer converged."""
+    converged = {name: runs for name, runs in peers.items() if runs and all(r.converged for r in runs)}
+    if not converged:
+        return None
+
+    def valid(runs: Sequence[PeerRun]) -> float:
+        return sum(float(r.result.get("best_valid_ndcg@10") or 0.0) for r in runs) / len(runs)
+
+    return converged[max(converged, key=lambda name: valid(converged[name]))][0]
+
+
+def hard_negatives(run: PeerRun, splits: Sequence[UserSplit], n: int = 9) -> dict[str, list[str]]:
+    """Per user, the ``n`` items ``run`` ranks highest among those the user never had
+    (training, validation and test items all left out); ties in catalog-id order."""
+    import numpy as np
+
+    rows = {u: k for k, u in enumerate(run.result["users"])}
+    items: list[str] = run.result["items"]
+    real = np.array([not t.startswith("[") for t in items])  # RecBole's [PAD] column
+    out: dict[str, list[str]] = {}
+    for split in splits:
+        scores = np.where(real, run.scores[rows[split.user_id]].astype(np.float64), -np.inf)
+        had = {*split.seen_before_test, split.test}
+        picked: list[str] = []
+        for col in np.argsort(-scores, kind="stable"):
+            if items[col] not in had and real[col]:
+                picked.append(items[col])
+                if len(picked) == n:
+                    break
+        out[split.user_id] = picked
+    return out
 
 
 def peer_summary(runs: Sequence[PeerRun]) -> dict[str, Any]:

@@ -5,7 +5,7 @@
 - Protocols: ``full`` (every catalog item, the user's training and validation items
   masked; the primary one), and ``1+99``, ``1+19`` and ``1+9`` (the held-out item plus
   99 / 19 / 9 items the user never interacted with, sampled with a fixed seed; ``1+9`` is
-  InstructRec's own).
+  InstructRec's own); ``1+9-hard``: nine negatives a strong retriever ranks highest.
 - Metrics: HR@1/5/10, NDCG@5/10, MRR, from the rank of the held-out item among the
   candidates (rank 0 = first; ties are broken against the held-out item, so a method that
   scores everything equally gets no credit).
@@ -19,14 +19,15 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from model.data import Dataset
 from model.features import latest_distinct
 from model.recall import ItemGraph
 
-PROTOCOLS = ("full", "1+99", "1+9")
+HARD = "1+9-hard"  # nine negatives from a retriever (InstructRec's hard setting)
+PROTOCOLS = ("full", "1+99", "1+9", HARD)
 SAMPLED = {"1+9": 9, "1+19": 19, "1+99": 99}  # negatives per sampled protocol
 Scorer = Callable[["UserSplit", Sequence[str]], Sequence[float]]
 
@@ -56,12 +57,27 @@ def leave_one_out(dataset: Dataset, min_interactions: int = 3) -> list[UserSplit
     ]
 
 
-def candidates_for(split: UserSplit, protocol: str, catalog: Sequence[str], seed: int) -> list[str]:
+def candidates_for(
+    split: UserSplit,
+    protocol: str,
+    catalog: Sequence[str],
+    seed: int,
+    hard: Mapping[str, Sequence[str]] | None = None,
+) -> list[str]:
     """The held-out item first, then negatives: sampled (fixed seed per user and protocol)
-    from items the user never interacted with, or for ``full`` every other unmasked item."""
+    from items the user never interacted with, for ``full`` every other unmasked item, and
+    for ``1+9-hard`` the user's nine in ``hard`` (a strong retriever's top-ranked items
+    other than the held-out one, fixed per user and shared by every method)."""
     seen = set(split.seen_before_test) | {split.test}
     if protocol == "full":
         return [split.test] + [i for i in catalog if i not in seen]
+    if protocol == HARD:
+        if hard is None:
+            raise ValueError(f"{HARD} needs the hard negatives of a retriever")
+        negatives = list(hard[split.user_id])
+        if len(negatives) != 9 or seen & set(negatives):
+            raise ValueError(f"user {split.user_id}: hard negatives must be 9 items the user never had")
+        return [split.test, *negatives]
     n = SAMPLED[protocol]
     pool = [i for i in catalog if i not in seen]
     rng = random.Random(f"{seed}:{protocol}:{split.user_id}")
@@ -111,11 +127,16 @@ def metrics_from_ranks(ranks: Sequence[int]) -> Metrics:
 
 
 def evaluate(
-    scorer: Scorer, splits: Sequence[UserSplit], protocol: str, catalog: Sequence[str], seed: int = 0
+    scorer: Scorer,
+    splits: Sequence[UserSplit],
+    protocol: str,
+    catalog: Sequence[str],
+    seed: int = 0,
+    hard: Mapping[str, Sequence[str]] | None = None,
 ) -> Metrics:
     ranks = []
     for split in splits:
-        candidates = candidates_for(split, protocol, catalog, seed)
+        candidates = candidates_for(split, protocol, catalog, seed, hard)
         scores = scorer(split, candidates)
         if len(scores) != len(candidates):
             raise ValueError(f"{len(scores)} scores for {len(candidates)} candidates")

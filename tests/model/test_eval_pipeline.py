@@ -28,7 +28,7 @@ from instructrec.settings import REPO_ROOT, Settings
 from model.registry import read_card, resolve_model, write_card, write_latest
 from model.scorer import default_model_dir
 
-PROTOCOLS = ("full", "1+99", "1+9")
+PROTOCOLS = ("full", "1+99", "1+9", "1+9-hard")
 RANKING = (
     "random",
     "popularity",
@@ -133,6 +133,8 @@ def test_the_report_has_every_row_and_names_its_plot(run):
     for method in (OURS, "minilm-zero-shot"):
         assert sum(x.startswith(f"| {method} | ") for x in text.splitlines()) == 5  # the intention probe's genres
     assert "](eval.png)" in text
+    # 1+9-hard: BPR, cut short, is not the retriever; Pop (closed form) is
+    assert "`1+9-hard`: each user's nine negatives are the items recbole-pop (seed 0) ranks highest" in text
     # the peers: BPR stopped by the 1-epoch cap, so not converged; Pop is closed form
     (pop,) = [x for x in text.splitlines() if x.startswith("| recbole-pop | 1 | [1] | True |")]
     (bpr,) = [x for x in text.splitlines() if x.startswith("| recbole-bpr | 2 | [1, 1] | False |")]

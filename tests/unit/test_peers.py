@@ -11,7 +11,17 @@ import numpy as np
 import pytest
 
 from instructrec.evaluate import peer_row
-from instructrec.peers import DATASET, PeerRun, PeerSpec, SplitMismatch, cache_key, check_split, write_inter
+from instructrec.peers import (
+    DATASET,
+    PeerRun,
+    PeerSpec,
+    SplitMismatch,
+    cache_key,
+    check_split,
+    hard_negatives,
+    pick_retriever,
+    write_inter,
+)
 from model.data import Dataset, Interaction, Item
 from model.evaluation import UserSplit, candidates_for, leave_one_out
 
@@ -102,3 +112,35 @@ def test_the_1_plus_9_protocol_draws_nine_unseen_negatives():
     got = candidates_for(split, "1+9", catalog, seed=0)
     assert got[0] == "i11" and len(got) == 10 and len(set(got)) == 10
     assert not set(got[1:]) & {*catalog[:12]}
+
+
+def test_hard_negatives_are_the_retrievers_top_items_the_user_never_had():
+    items = ["[PAD]", *(f"i{n}" for n in range(14))]
+    scores = [[9.0, *(float(n) for n in range(14))]]  # i13 highest ... i0 lowest; PAD highest of all
+    run = _run(PeerSpec("Pop", trained=False), 0, scores, items, ["5"])
+    split = UserSplit("5", ("i13", "i12"), "i11", "i10")
+    (hard,) = hard_negatives(run, [split]).values()
+    assert hard == [f"i{n}" for n in range(9, 0, -1)]
+    assert candidates_for(split, "1+9-hard", items[1:], 0, {"5": hard}) == ["i10", *hard]
+    with pytest.raises(ValueError, match="never had"):
+        candidates_for(split, "1+9-hard", items[1:], 0, {"5": ["i11", *hard[:8]]})
+    with pytest.raises(ValueError, match="needs the hard negatives"):
+        candidates_for(split, "1+9-hard", items[1:], 0)
+
+
+def test_the_retriever_is_the_converged_peer_best_on_validation():
+    items, users = ["[PAD]", "a"], ["1"]
+
+    def runs(model: str, valid: float, converged: bool, trained: bool = True) -> list[PeerRun]:
+        out = []
+        for seed in (0, 1):
+            run = _run(PeerSpec(model, trained=trained), seed, [[0, 1]], items, users)
+            run.result.update({"best_valid_ndcg@10": valid, "converged": converged})
+            out.append(run)
+        return out
+
+    peers = {"recbole-pop": runs("Pop", 0.02, False, trained=False), "recbole-bpr": runs("BPR", 0.05, True)}
+    peers["recbole-sasrec"] = runs("SASRec", 0.09, False)  # best on validation, but cut short
+    chosen = pick_retriever(peers)
+    assert chosen is not None and chosen.spec.model == "BPR" and chosen.seed == 0
+    assert pick_retriever({"recbole-sasrec": peers["recbole-sasrec"]}) is None
