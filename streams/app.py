@@ -195,7 +195,7 @@ class _Consumer(faust_aiokafka.Consumer):
                         continue
                     offset = message.offset
                     read = get_read_offset(tp)
-                    if read is not None and offset <= read:
+                    if read is not None and offset < read:
                         continue  # already delivered
                     if tp in self._first_pending:
                         # Evidence for the embedded broker's skipped records (README): where
