@@ -33,6 +33,7 @@ def result(tmp_path_factory):
         models_root=out / "models",
         intention_users=30,
         sentiment_epochs=0,  # tests/model/test_sentiment_model.py
+        peers=(),  # RecBole's: tests/model/test_eval_pipeline.py
     )
     # One torch thread for the encoder's one-text passes (batch-invariant shapes): two
     # threads per tiny pass were many times slower on a busy 2-core machine.
