@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from instructrec.evaluate import OURS, EvalConfig, print_eval, write_report
-from model.data import Dataset, Interaction, Item, load_ml100k
+from model.data import load_ml100k
 from model.evaluation import (
     UserSplit,
     candidates_for,
@@ -24,17 +24,11 @@ from model.evaluation import (
     random_scorer,
     rank_of_first,
 )
-
-
-def _dataset(rows: list[tuple[str, str, float]]) -> Dataset:
-    interactions = [Interaction(u, i, 5.0, ts, n) for n, (u, i, ts) in enumerate(rows)]
-    interactions.sort(key=lambda x: (x.ts, x.order))
-    items = {i: Item(i, f"T{i}", "1990", ("Drama",)) for _, i, _ in rows}
-    return Dataset(interactions, items, {u for u, _, _ in rows})
+from tests.unit.data import dataset_of
 
 
 def test_leave_one_out_holds_out_the_last_two_with_file_order_breaking_ties():
-    data = _dataset([("1", "a", 1.0), ("1", "c", 3.0), ("1", "b", 3.0), ("1", "d", 2.0), ("2", "a", 1.0)])
+    data = dataset_of([("1", "a", 1.0), ("1", "c", 3.0), ("1", "b", 3.0), ("1", "d", 2.0), ("2", "a", 1.0)])
     (split,) = leave_one_out(data)  # user 2 has too few interactions
     assert split == UserSplit("1", ("a", "d"), "c", "b")  # c and b share ts 3.0: file order
 

@@ -22,23 +22,15 @@ from instructrec.peers import (
     pick_retriever,
     write_inter,
 )
-from model.data import Dataset, Interaction, Item
 from model.evaluation import UserSplit, candidates_for, leave_one_out
-
-
-def _dataset(rows: list[tuple[str, str, float]]) -> Dataset:
-    interactions = [Interaction(u, i, 5.0, ts, n) for n, (u, i, ts) in enumerate(rows)]
-    interactions.sort(key=lambda x: (x.ts, x.order))
-    items = {i: Item(i, f"T{i}", "1990", ("Drama",)) for _, i, _ in rows}
-    return Dataset(interactions, items, {u for u, _, _ in rows})
-
+from tests.unit.data import dataset_of
 
 ROWS = [("1", "a", 1.0), ("1", "c", 3.0), ("1", "b", 3.0), ("1", "d", 2.0), ("2", "a", 5.0), ("2", "b", 4.0)]
 ROWS += [("2", "e", 5.0)]
 
 
 def test_the_atomic_file_numbers_interactions_in_our_time_order(tmp_path: Path):
-    data = _dataset(ROWS)
+    data = dataset_of(ROWS)
     digest = write_inter(data, tmp_path)
     lines = (tmp_path / DATASET / f"{DATASET}.inter").read_text().splitlines()
     assert lines[0] == "user_id:token\titem_id:token\ttimestamp:float"
@@ -48,11 +40,11 @@ def test_the_atomic_file_numbers_interactions_in_our_time_order(tmp_path: Path):
     assert [t for _, _, t in body] == [str(n) for n in range(len(ROWS))]
     assert [(u, i) for u, i, _ in body if u == "1"] == [("1", "a"), ("1", "d"), ("1", "c"), ("1", "b")]
     assert write_inter(data, tmp_path) == digest
-    assert write_inter(_dataset([*ROWS, ("2", "f", 6.0)]), tmp_path) != digest
+    assert write_inter(dataset_of([*ROWS, ("2", "f", 6.0)]), tmp_path) != digest
 
 
 def test_a_peer_whose_split_differs_from_ours_is_refused():
-    splits = leave_one_out(_dataset(ROWS))
+    splits = leave_one_out(dataset_of(ROWS))
     same = {"valid": {s.user_id: s.valid for s in splits}, "test": {s.user_id: s.test for s in splits}}
     check_split(same, splits)
     swapped = {"valid": {**same["valid"], "1": "b"}, "test": {**same["test"], "1": "c"}}
