@@ -21,6 +21,7 @@ moves the top 10.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shutil
 import time
@@ -297,7 +298,7 @@ def run_peers(dataset: Dataset, splits: Sequence[UserSplit], config: EvalConfig)
     for spec in specs:
         cap = config.peer_max_epochs if config.peer_max_epochs is not None else (None if gpu else spec.cpu_epochs)
         if cap is not None and spec.trained:
-            spec = PeerSpec(spec.model, min(spec.epochs, cap), spec.stopping_step, spec.params)
+            spec = dataclasses.replace(spec, epochs=min(spec.epochs, cap))
         jobs += [(spec, config.seed + n) for n in range(config.peer_seeds if spec.trained else 1)]
     for spec, seed in progress(jobs, "peers", unit="run"):
         run = run_peer(spec, seed, dataset, splits, config.peers_dir, gpu=gpu)
