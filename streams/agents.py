@@ -25,9 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import signal
 import time
-import uuid
 import zlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -43,11 +41,11 @@ from structlog.contextvars import bound_contextvars
 
 from instructrec.failpoints import failpoint, starving
 from instructrec.health import BrokerProbe, Readiness
-from instructrec.kafka import broker_serves, high_watermarks, read_partitions
+from instructrec.kafka import read_partitions
 from instructrec.logs import get_logger
 from instructrec.metrics import StreamMetrics, lag_of
 from instructrec.settings import Settings
-from instructrec.watchdog import RESTART_EXIT_CODE, FeedWatchdog, Verdict
+from instructrec.watchdog import RESTART_EXIT_CODE
 from model.context import UserContext, items_of
 from model.instructions import templates_for
 from model.recall import ItemGraph
@@ -57,6 +55,7 @@ from schemas.records import Trigger
 from schemas.topics import CATALOG, DEAD_LETTERS, SCORE_REQUESTS, TRIGGERS
 from streams.app import ChangelogWriteError, wait_acknowledged
 from streams.catalog import CatalogReplica
+from streams.feed import FaustFeed
 from streams.planner import NoCandidates, PlannerConfig, catalog_lookup, plan_score_request
 
 log = get_logger(__name__)
@@ -181,10 +180,7 @@ class StreamWorker:
     # Outbox entries and waiting triggers found in recovered partitions, taken up by the timer.
     recovered: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)
     readiness: Readiness = field(default_factory=lambda: Readiness("broker", "partitions", "catalog"))
-    # Set when the feed watchdog gave up on a partition: the worker stops and exits 75.
-    restart_requested: bool = False
-    # The feed watchdog's offsets client (confluent Consumer, created on first use).
-    _end_client: Any = field(default=None, init=False, repr=False)
+    feed: FaustFeed = field(init=False, repr=False)  # the feed watchdog; it also asks for restarts
     metrics: StreamMetrics = field(init=False, repr=False)  # over ``counters``
 
     def __post_init__(self) -> None:
@@ -241,10 +237,13 @@ class StreamWorker:
         self.app.page("/metrics/")(metrics)
         self.app.timer(interval=LAG_EVERY_S, name="measure-lag")(self._measure)
         self.app.on_before_shutdown.connect(self._stop_catalog)
-        self.watchdog: FeedWatchdog[Any] | None = FeedWatchdog(s.feed_stall_s) if s.feed_stall_s > 0 else None
-        if self.watchdog is not None:
-            self.app.timer(interval=max(0.5, s.feed_stall_s / 4), name="feed-watchdog")(self._watch_feed)
-            self.app.on_partitions_revoked.connect(self._forget_feed)
+        self.feed = FaustFeed(
+            self.app,
+            s,
+            (t.events, t.triggers, t.catalog),
+            working=self._ready_to_be_fed,
+            on_seek=self._count_feed_seek,
+        )
 
     async def _rebuild_graph(self) -> None:
         if self.settings.embedded:
@@ -477,9 +476,9 @@ class StreamWorker:
             return
         if not self.readiness.ok("partitions"):
             return
-        positions = {(tp.topic, tp.partition): pos for tp, pos in (await self._positions()).items()}
+        positions = {(tp.topic, tp.partition): pos for tp, pos in (await self.feed.positions()).items()}
         loop = asyncio.get_running_loop()
-        ends = await loop.run_in_executor(None, self._high_watermarks, list(positions))
+        ends = await loop.run_in_executor(None, self.feed.high_watermarks, list(positions))
         m.set_lag(lag_of(positions, ends))
 
     async def _ready_view(self, view: Any, request: Any) -> Any:
@@ -492,9 +491,6 @@ class StreamWorker:
         self.catalog.stop()
         if getattr(self, "probe", None) is not None:
             self.probe.stop.set()
-        if self._end_client is not None:
-            self._end_client.close()
-            self._end_client = None
 
     async def _catalog_loaded(self, timeout: float = 120.0) -> None:
         """Triggers are planned against the catalog: wait until this worker has read it."""
@@ -510,81 +506,11 @@ class StreamWorker:
         events = sorted(tp.partition for tp in assigned if tp.topic == self.settings.topics.events)
         log.info("partitions assigned", events=events)
 
-    async def _positions(self, skip: Any = ()) -> dict[Any, int | None]:
-        """Next offset to read per assigned source partition (events, triggers, catalog)."""
-        consumer: Any = self.app.consumer
-        t = self.settings.topics
-        sources = {t.events, t.triggers, t.catalog}
-        positions: dict[Any, int | None] = {}
-        for tp in consumer.assignment():
-            if tp.topic in sources and tp not in skip:
-                read = consumer._read_offset.get(tp)  # the last record delivered (our drain loop keeps it)
-                positions[tp] = read + 1 if read is not None else await consumer.position(tp)
-        return positions
+    def _ready_to_be_fed(self) -> bool:
+        return self.readiness.ok("partitions") and self.readiness.ok("broker") and self.catalog.ready.is_set()
 
-    async def _forget_feed(self, *_args: Any, **_kwargs: Any) -> None:
-        if self.watchdog is not None:
-            self.watchdog.forget()
-
-    async def _watch_feed(self) -> None:
-        """Feed watchdog (instructrec/watchdog.py) over the partitions this worker reads.
-        Only while ready and not rebalancing; partitions Faust paused are not watched."""
-        watchdog = self.watchdog
-        consumer: Any = self.app.consumer  # Faust's Consumer (the ConsumerT stub lacks these)
-        if watchdog is None or self.restart_requested:
-            return
-        working = self.readiness.ok("partitions") and self.readiness.ok("broker") and self.catalog.ready.is_set()
-        if not working or consumer.suspend_flow.is_set():
-            watchdog.forget()
-            return
-        positions = await self._positions(skip=consumer._paused_partitions)
-        loop = asyncio.get_running_loop()
-        idle = watchdog.note(positions, loop.time())
-        if not idle:
-            return
-        ends = await loop.run_in_executor(None, self._high_watermarks, [(tp.topic, tp.partition) for tp in idle])
-        for tp in idle:
-            end = ends.get((tp.topic, tp.partition))
-            position = watchdog.position(tp)
-            verdict = watchdog.judge(tp, end, loop.time())
-            if verdict is Verdict.SEEK and position is not None:
-                self.counters.feed_seeks += 1
-                served = await loop.run_in_executor(
-                    None, broker_serves, self.settings, tp.topic, tp.partition, position
-                )
-                log.warning(
-                    "partition not fed: fetching it again",
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    position=position,
-                    high_watermark=end,
-                    fresh_client_gets_it=served,
-                    stalled_s=self.settings.feed_stall_s,
-                )
-                await consumer.seek(tp, position)
-                consumer._read_offset[tp] = position - 1 if position > 0 else None  # Faust's seek moved it
-            elif verdict is Verdict.RESTART:
-                self._request_restart(
-                    "partition still not fed after fetching it again: stopping to be restarted",
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    position=position,
-                    high_watermark=end,
-                )
-                return
-
-    def _high_watermarks(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
-        if self._end_client is None:
-            from confluent_kafka import Consumer
-
-            self._end_client = Consumer(
-                {
-                    **self.settings.confluent_config(),
-                    "group.id": f"feed-watchdog-{uuid.uuid4().hex[:12]}",  # asks offsets, never joins
-                    "enable.auto.commit": False,
-                }
-            )
-        return high_watermarks(self._end_client, partitions)
+    def _count_feed_seek(self) -> None:
+        self.counters.feed_seeks += 1
 
     async def _log_counters(self, *_args: Any, **_kwargs: Any) -> None:
         log.info("stream worker stopping", **asdict(self.counters))
@@ -684,7 +610,7 @@ class StreamWorker:
         try:
             await asyncio.wait_for(self._deliver(staged, flush), timeout=timeout)
         except TimeoutError:
-            self._request_restart(
+            self.feed.request_restart(
                 "score requests not acknowledged in time: stopping to be restarted",
                 requests=len(staged),
                 timeout_s=timeout,
@@ -725,15 +651,6 @@ class StreamWorker:
         futures = [await self.requests_topic.send(key=s.key, value=s.value) for s in staged]
         await asyncio.gather(*futures)
         failpoint("stream.after-send")
-
-    def _request_restart(self, message: str, **fields: Any) -> None:
-        """Stop gracefully (drain, commit, leave the group) and exit 75: the supervisor
-        starts the worker again (instructrec/watchdog.py)."""
-        if self.restart_requested:
-            return
-        log.error(message, exit_code=RESTART_EXIT_CODE, **fields)
-        self.restart_requested = True
-        os.kill(os.getpid(), signal.SIGTERM)
 
     async def _on_catalog(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """Validates catalog records so that a bad one is dead-lettered once, by the worker

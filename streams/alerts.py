@@ -56,6 +56,7 @@ from schemas.topics import (
     USER_ALERTS,
 )
 from streams.agents import _RAW, send_dead_letter
+from streams.feed import FaustFeed
 from streams.surge import SurgeRule, judge_surge, merge_headline, plan_delivery, stats_of
 
 log = get_logger(__name__)
@@ -73,6 +74,7 @@ class AlertCounters:
     alerts: int = 0
     delivered: int = 0
     suppressed: int = 0
+    feed_seeks: int = 0  # partitions the feed watchdog fetched again
     dead_letters: dict[str, int] = field(default_factory=dict)
 
 
@@ -122,6 +124,10 @@ class AlertsWorker:
         app.agent(self.ticker_topic, name="tickers")(self._on_ticker)
         app.agent(self.deliveries_topic, name="deliveries")(self._on_deliveries)
         app.on_before_shutdown.connect(self._log_counters)
+        # A partition left unfed (README: the embedded broker's limits) is fetched again,
+        # then the worker is restarted (streams/feed.py).
+        feeds = (t.news, t.sentiment_results, t.follows, t.alert_deliveries)
+        self.feed = FaustFeed(app, settings, feeds, on_seek=self._count_feed_seek)
         self.metrics = counters_registry(self.counters, "alerts", "Alerts worker")
         worker = self
 
@@ -129,6 +135,9 @@ class AlertsWorker:
             return view.text(generate_latest(worker.metrics).decode(), content_type="text/plain")
 
         app.page("/metrics/")(metrics)
+
+    def _count_feed_seek(self) -> None:
+        self.counters.feed_seeks += 1
 
     def _ts(self, _event: Any = None) -> float:
         return self._event_ts
@@ -343,4 +352,6 @@ def build_alerts_worker(settings: Settings) -> AlertsWorker:
     from streams.app import create_app
 
     own = settings.model_copy(update={"app_id": settings.alerts_app_id, "web_port": settings.alerts_web_port})
-    return AlertsWorker(create_app(own), own)
+    app = create_app(own)
+    app.starve_topics = frozenset({own.topics.sentiment_results})  # tests only: the stream.starve failpoint
+    return AlertsWorker(app, own)

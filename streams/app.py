@@ -33,6 +33,11 @@ def tp_label(tp: Any) -> str:
     return f"{tp.topic.rsplit('.', 1)[-1]}/{tp.partition}"
 
 
+def is_leader(topic: str) -> bool:
+    """Faust's assignor topic: assigned, never read."""
+    return topic.endswith("__assignor-__leader")
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -57,12 +62,14 @@ class _Consumer(faust_aiokafka.Consumer):
             failpoint("stream.after-commit")
         return did_commit
 
-    # Partitions of the current assignment whose seek to the committed offsets is done
-    # (perform_seek), and a count of assignments, so that a seek that began before the
-    # latest one does not vouch for it. Records of user topics are delivered only for
-    # partitions in ``_sought``.
+    # Stream partitions (every assigned partition but the tables' changelogs) whose records
+    # are delivered: those of the current assignment once Faust has sought them to the
+    # committed offsets *and* resumed the flow after that seek. A count of assignments
+    # keeps a seek that began before the latest assignment from vouching for it.
     _sought: frozenset[Any] = frozenset()
     _assignments: int = 0
+    _seek_done: int = -1  # the assignment whose seek to the committed offsets completed
+    _reseek_due: bool = False  # the flow resumed after that seek: the drain loop opens the gate
     _first_pending: frozenset[Any] = frozenset()  # user-topic partitions not yet read since the seek
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
@@ -71,8 +78,12 @@ class _Consumer(faust_aiokafka.Consumer):
 
     async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
         self._assignments += 1
-        self._sought = frozenset()
+        self._sought, self._seek_done, self._reseek_due = frozenset(), -1, False
         await super().on_partitions_assigned(assigned, generation_id)
+
+    def _stream_partitions(self) -> list[Any]:
+        changelogs = self.app.tables.changelog_topics
+        return [tp for tp in self.assignment() if tp.topic not in changelogs and not is_leader(tp.topic)]
 
     async def perform_seek(self) -> None:
         """Faust's seek back to the committed offsets, completed for partitions without one.
@@ -85,34 +96,30 @@ class _Consumer(faust_aiokafka.Consumer):
         (test_delivery showed it after a SIGKILL). Those partitions are sent back to
         their log start here, as ``auto_offset_reset="earliest"`` promises.
 
-        Faust resumes a new assignment's partitions *before* this seek, so a fetch can
-        deliver records from wherever the dropped fetches left the position, and the
-        seek then reads the records before them again: a user's events applied out of
-        order (``make chaos --burn 3`` found seen lists in another order). The drain
-        loop delivers user-topic records only for partitions sought here, for this
-        assignment.
+        Faust resumes a new assignment's partitions *before* this seek, and after it
+        resumes its flow control, which empties the streams' queues. A record delivered
+        before the seek was applied out of order once the seek read the records before it
+        again (``make chaos --burn 3`` found users' seen lists in another order); one
+        delivered between the seek and that emptying was lost, its offset counted as read
+        (the alerts worker never counted a headline after a SIGKILL restart). So no
+        stream record is delivered from the start of this seek until the flow resumes
+        after it (``resume_flow``); the drain loop then seeks every stream partition to
+        the record after the last one delivered and opens the gate.
         """
         assignments = self._assignments
+        self._sought, self._seek_done, self._reseek_due = frozenset(), -1, False
         if (delay := slowdown("stream.slow-seek")) and self.assignment():
             await asyncio.sleep(delay / 1000)  # tests only: a slow committed-offsets answer
         await super().perform_seek()
         # Faust's seek leaves a partition's read offset at the committed offset C, the next
         # record to read, but the drain loop below (as Faust's own) keeps the last record
-        # *delivered* there: after a seek a fetch that skipped record C alone went unseen,
-        # and a longer gap was read again from C + 1. Nothing before C is delivered now.
-        user_topics: frozenset[str] = getattr(self.app, "user_topics", frozenset())
-        for tp in self.assignment():
+        # *delivered* there: C - 1, so that record C is the next one, not a gap.
+        streams = self._stream_partitions()
+        for tp in streams:
             committed = self._read_offset.get(tp)
-            if tp.topic in user_topics and committed is not None and committed > 0:
+            if committed is not None and committed > 0:
                 self._read_offset[tp] = committed - 1
-        changelogs = self.app.tables.changelog_topics
-        fresh = [
-            tp
-            for tp in self.assignment()
-            if tp.topic not in changelogs
-            and not tp.topic.endswith("__assignor-__leader")
-            and (self._committed_offset.get(tp) or 0) <= 0
-        ]
+        fresh = [tp for tp in streams if (self._committed_offset.get(tp) or 0) <= 0]
         if fresh:
             await self._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition) for tp in fresh))
             # The last record delivered is the one before the log start, so that a record
@@ -122,17 +129,10 @@ class _Consumer(faust_aiokafka.Consumer):
             for tp in fresh:
                 start = starts.get(tp)
                 self._read_offset[tp] = start - 1 if start is not None else None
+        user_topics: frozenset[str] = getattr(self.app, "user_topics", frozenset())
         self._first_pending = frozenset(tp for tp in self.assignment() if tp.topic in user_topics)
         if self._assignments == assignments:
-            self._sought = frozenset(self.assignment())
-            # Records the new position gave before this line were held back too (the
-            # fetcher runs in its own thread from the moment the seek is made): seek
-            # once more, to the record after the last one delivered.
-            for tp in self._sought:
-                read = self._read_offset.get(tp)
-                if tp.topic in user_topics and read is not None:
-                    await self.seek(tp, read + 1)
-                    self._read_offset[tp] = read  # Faust's seek set it to read + 1
+            self._seek_done = assignments
         _log.info(
             "reading from committed offsets",
             committed={
@@ -142,6 +142,25 @@ class _Consumer(faust_aiokafka.Consumer):
             },
             from_log_start=sorted(tp_label(tp) for tp in fresh),
         )
+
+    def resume_flow(self) -> None:
+        # Faust resumes its flow control (emptying the streams' queues) just before this.
+        if self._seek_done == self._assignments:
+            self._reseek_due = True
+        super().resume_flow()
+
+    async def _open_gate(self) -> None:
+        """Seek each stream partition to the record after the last one delivered (records
+        fetched while the gate was shut were dropped) and deliver from there."""
+        self._reseek_due = False
+        streams = self._stream_partitions()
+        for tp in streams:
+            read = self._read_offset.get(tp)
+            if read is not None:
+                await self.seek(tp, read + 1)
+                self._read_offset[tp] = read  # Faust's seek set it to read + 1
+        if self._seek_done == self._assignments:
+            self._sought = frozenset(streams)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs inside Faust
         """Faust's fetch loop, minus its per-message ``wait_first``.
@@ -165,14 +184,19 @@ class _Consumer(faust_aiokafka.Consumer):
         commit_every = self._commit_every
         since_yield = 0
         user_topics: frozenset[str] = getattr(self.app, "user_topics", frozenset())
-        # tests only (instructrec/failpoints.py): drop the user topics' records unseen
-        starve_topics = user_topics if armed("stream.starve") else frozenset()
+        # tests only (instructrec/failpoints.py): drop these topics' records unseen
+        starve_topics: frozenset[str] = frozenset()
+        if armed("stream.starve"):
+            starve_topics = getattr(self.app, "starve_topics", frozenset())
         gap_topics = user_topics if armed("stream.gap") else frozenset()
         refetches: dict[Any, tuple[int, int]] = {}  # tp -> (offset read again from, times)
         unsought: dict[Any, int] = {}  # tp -> records dropped before its seek (logged once read)
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
+                if self._reseek_due:
+                    await self._open_gate()
+                changelogs = self.app.tables.changelog_topics
                 records = getmany(timeout=1.0)
                 await asyncio.sleep(0)
                 if self.should_stop:
@@ -185,12 +209,16 @@ class _Consumer(faust_aiokafka.Consumer):
                         since_yield = 0
                     if tp in refetching:
                         continue
+                    if self._reseek_due:
+                        await self._open_gate()
+                        break  # the rest of this batch was fetched before the gate opened
                     if starve_topics and message.topic in starve_topics and starving("stream.starve"):
                         continue
                     if gap_topics and message.topic in gap_topics and skipping("stream.gap"):
                         continue
-                    if message.topic in user_topics and tp not in self._sought:
-                        # fetched before the seek to the committed offsets: read again after it
+                    if tp not in self._sought and message.topic not in changelogs and not is_leader(message.topic):
+                        # a stream record fetched before the seek to the committed offsets
+                        # and the flow's resumption (perform_seek): read again after them
                         unsought[tp] = unsought.get(tp, 0) + 1
                         continue
                     offset = message.offset
@@ -330,6 +358,7 @@ class _Transport(faust_aiokafka.Transport):
 class StreamApp(faust.App):
     fetch_max_wait_ms: int | None = None
     user_topics: frozenset[str] = frozenset()  # events and triggers
+    starve_topics: frozenset[str] = frozenset()  # the stream.starve failpoint's (tests only)
     ack_timeout_s: float | None = None  # longest wait for table writes' acknowledgements
 
     async def _producer_flush(self, logger: Any) -> None:  # at stop, after the last commit
@@ -398,4 +427,5 @@ def create_app(settings: Settings) -> StreamApp:
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     app.ack_timeout_s = settings.feed_stall_s or None
     app.user_topics = frozenset({settings.topics.events, settings.topics.triggers})
+    app.starve_topics = app.user_topics
     return app

@@ -10,6 +10,7 @@ from instructrec.logs import DEFAULT_MAX_CHARS, TruncatingFilter, configure_logg
 from instructrec.settings import Settings
 from instructrec.watchdog import RESTART_EXIT_CODE
 from streams.agents import build_worker
+from streams.feed import FaustFeed
 
 
 class _Worker(faust.Worker):
@@ -51,17 +52,7 @@ def run_stream_worker(settings: Settings) -> int:
         bootstrap=settings.bootstrap_servers,
         prefix=settings.topic_prefix,
     )
-    # Faust's own DEBUG output is tens of MB per minute: our DEBUG stays ours.
-    faust_level = "INFO" if settings.log_level.upper() == "DEBUG" else settings.log_level
-    worker = _Worker(worker_state.app, loglevel=faust_level, quiet=True, redirect_stdouts=False)
-    try:
-        worker.execute_from_commandline()  # returns via SystemExit when stopped
-    except SystemExit:
-        if not worker_state.restart_requested:
-            raise
-    if worker_state.restart_requested:  # the feed watchdog gave up: ask the supervisor for a restart
-        return RESTART_EXIT_CODE
-    return 0
+    return _execute(worker_state.app, settings, worker_state.feed)
 
 
 def run_alerts_worker(settings: Settings) -> int:
@@ -72,7 +63,19 @@ def run_alerts_worker(settings: Settings) -> int:
     wait_for_broker_first(settings.model_copy(update={"web_port": settings.alerts_web_port}))
     state = build_alerts_worker(settings)
     get_logger(__name__).info("alerts worker starting", app_id=state.app.conf.id, prefix=settings.topic_prefix)
+    return _execute(state.app, settings, state.feed)
+
+
+def _execute(app: faust.App, settings: Settings, feed: FaustFeed) -> int:
+    """Run the Faust worker until it stops: 0, or 75 when its feed watchdog gave up."""
+    # Faust's own DEBUG output is tens of MB per minute: our DEBUG stays ours.
     faust_level = "INFO" if settings.log_level.upper() == "DEBUG" else settings.log_level
-    worker = _Worker(state.app, loglevel=faust_level, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()  # returns via SystemExit when stopped
+    worker = _Worker(app, loglevel=faust_level, quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()  # returns via SystemExit when stopped
+    except SystemExit:
+        if not feed.restart_requested:
+            raise
+    if feed.restart_requested:  # ask the supervisor for a restart
+        return RESTART_EXIT_CODE
     return 0

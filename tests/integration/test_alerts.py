@@ -27,6 +27,7 @@ from instructrec.broker import free_port
 from instructrec.chaos import read_records, read_topic
 from instructrec.kafka import create_topics, make_producer
 from instructrec.runner import Processes
+from instructrec.watchdog import RESTART_EXIT_CODE
 from model.sentiment import (
     load_headlines,
     load_sentiment,
@@ -280,3 +281,31 @@ def test_windows_and_fired_alerts_survive_restarts(broker, tmp_path, model_and_h
     assert [(d.user_id, d.alert_id) for d in delivered] == [("u1", f"AAA:{int(surge_start)}")]
     log = (tmp_path / "logs" / "alerts-worker.log").read_text()
     assert log.count("alerts worker stopping") >= 2  # the SIGTERM and the final stop
+
+
+def test_a_starved_alerts_worker_is_fetched_again_and_restarted(broker, tmp_path, model_and_headlines):
+    """The stream.starve failpoint drops every sentiment result after the first three, the
+    way a member left unfed by the broker looks from outside: the feed watchdog notices
+    within its stall time, fetches the partition again, then has the worker restarted, and
+    every headline is counted."""
+    model_dir, _negative, calm = model_and_headlines
+    settings, env = _alerts_system(broker, tmp_path, model_dir)
+    procs = Processes({**env, "INSTRUCTREC_FEED_STALL_S": "3"}, tmp_path / "logs")
+    producer = make_producer(settings)
+    news = [NewsItem(news_id=f"BBB-{i}", ts=T0 + i, tickers=["BBB"], headline=calm[i]) for i in range(8)]
+    try:
+        procs.start("scoring-pool", "pool")
+        procs.start("alerts-worker", "alerts-worker", env={"INSTRUCTREC_FAILPOINTS": "stream.starve:3"})
+        for item in news:
+            producer.produce(settings.topics.news, key=NEWS.key_of(item), value=NEWS.codec.encode(item))
+        assert producer.flush(30) == 0
+        state = _wait_state(settings, "BBB", lambda s: len(s.get("seen", {})) == len(news), "every headline", procs)
+    finally:
+        codes = procs.stop()
+    assert codes == {"scoring-pool": 0, "alerts-worker": 0}, tail_logs(procs)
+    assert sorted(state["seen"]) == sorted(f"{n.news_id}:BBB" for n in news)
+    assert procs.restarts == {"alerts-worker": 1}, (procs.restarts, tail_logs(procs))
+    log = (tmp_path / "logs" / "alerts-worker.log").read_text()
+    assert "failpoint hit: starving from now on" in log
+    assert "partition not fed: fetching it again" in log and "fresh_client_gets_it=True" in log
+    assert "stopping to be restarted" in log and f"exit_code={RESTART_EXIT_CODE}" in log
