@@ -387,7 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="offline evaluation on ml-100k, every method side by side; `eval: {json}`")
     p.add_argument("--users", type=int, default=None, help="evaluate a seeded sample of users (default: all)")
     p.add_argument(
-        "--protocols", default="full,1+99,1+9,1+9-hard", help="comma-separated: full, 1+99, 1+19, 1+9, 1+9-hard"
+        "--protocols",
+        default="full,1+99,1+9,1+9-hard,long-tail,intention-en,intention-zh",
+        help="comma-separated: full, 1+99, 1+19, 1+9, 1+9-hard, long-tail, intention-en, intention-zh "
+        "(each intention protocol also gives its :none twin)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-model", action="store_true", help="leave out the shipped transformer")

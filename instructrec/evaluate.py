@@ -47,18 +47,23 @@ from instructrec.settings import Settings
 from model.data import Dataset, fetch_ml100k, load_ml100k
 from model.evaluation import (
     HARD,
+    LONG_TAIL,
     PROTOCOLS,
     Scorer,
     UserSplit,
     candidates_for,
     cooccurrence_scorer,
     evaluate,
+    genre_filter_scorer,
     leave_one_out,
+    long_tail_items,
+    metrics_from_ranks,
     popularity_scorer,
     random_scorer,
     rank_of_first,
 )
 from model.features import FEATURE_LONG, collaborative_features, fuse, latest_distinct
+from model.intention_probes import probe_intention
 from model.recall import ItemGraph
 from model.registry import read_card, write_card, write_latest
 from model.train import (
@@ -71,12 +76,17 @@ from model.train import (
 )
 
 OURS = "instructrec (fine-tuned + co-occurrence)"
+GENRE_FILTER = "keyword genre filter + co-occurrence"
+# Full ranking with an intention derived from the held-out item (model/intention_probes.py)
+# and, as "<protocol>:none", the same users without it.
+INTENTION_PROTOCOLS = ("intention-en", "intention-zh")
+DEFAULT_PROTOCOLS = (*PROTOCOLS, *INTENTION_PROTOCOLS)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     users: int | None = None  # None: every user; else a seeded sample
-    protocols: tuple[str, ...] = PROTOCOLS
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
     seed: int = 0
     with_model: bool = True
     with_sasrec: bool = True
@@ -235,6 +245,7 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
         if versioned and model_dir.parent == config.models_root:
             write_latest(config.models_root, model_dir.name)  # a complete version now
     peers = run_peers(dataset, everyone, config)
+    tail = long_tail_items(everyone, catalog) if LONG_TAIL in config.protocols else None
     hard, retriever = None, None
     if HARD in config.protocols:
         retriever = pick_retriever(peers)
@@ -242,15 +253,19 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
             raise ValueError(f"{HARD} needs a converged RecBole peer as its retriever (--peers)")
         hard = hard_negatives(retriever, everyone)
         print(f"{HARD}: negatives from {retriever.spec.name} seed {retriever.seed}", flush=True)
+    protocols = [p for p in config.protocols if p not in INTENTION_PROTOCOLS]
+    if tail is not None and not any(s.test in tail for s in splits):
+        print(f"{LONG_TAIL}: none of the {len(splits)} users evaluated has a long-tail test item; no rows", flush=True)
+        protocols.remove(LONG_TAIL)
     rows = []
     every: list[tuple[str, Scorer | list[PeerRun]]] = [*methods.items(), *peers.items()]
-    runs = [(protocol, name, scorer) for protocol in config.protocols for name, scorer in every]
+    runs = [(protocol, name, scorer) for protocol in protocols for name, scorer in every]
     for protocol, name, scorer in progress(runs, "eval", unit="method"):
         started = time.perf_counter()
         if isinstance(scorer, list):  # a peer's runs, one per seed
-            rows.append(peer_row(scorer, splits, protocol, catalog, config.seed, hard))
+            rows.append(peer_row(scorer, splits, protocol, catalog, config.seed, hard, tail))
         else:
-            m = evaluate(scorer, splits, protocol, catalog, config.seed, hard)
+            m = evaluate(scorer, splits, protocol, catalog, config.seed, hard, tail)
             rows.append(
                 {
                     "method": name,
@@ -264,6 +279,14 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
             )
         shown = {k: v for k, v in rows[-1].items() if k not in ("method", "protocol", "peer")}
         print(f"eval {protocol:5s} {name:26s} {shown}", flush=True)
+    followers: dict[str, Callable[..., Sequence[float]]] = {}
+    if ours is not None and card is not None:
+        followers[OURS] = fused_scorer(ours, graph, card["fusion"])
+    if zero_shot is not None:
+        followers["minilm-zero-shot"] = zero_shot.score
+    followers[GENRE_FILTER] = genre_filter_scorer(dataset, everyone)
+    for language in (p.removeprefix("intention-") for p in INTENTION_PROTOCOLS if p in config.protocols):
+        rows += intention_rows(followers, dataset, splits, catalog, language, config.seed)
     if config.sentiment_epochs > 0:
         rows += sentiment_rows(config)
     effects = []
@@ -275,14 +298,82 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
         if zero_shot is not None:
             effects += intention_effect("minilm-zero-shot", zero_shot.score, dataset, probe, catalog, splits)
     source = f"{retriever.spec.name} (seed {retriever.seed})" if retriever else None
-    report = write_report(rows, effects, config, len(splits), card, source)
+    ties = tie_order_rows(dataset, catalog, config)
+    report = write_report(rows, effects, config, len(splits), card, source, ties)
     if model_dir is not None and card is not None and versioned:
         card["eval"] = {"users": len(splits), "seed": config.seed, "rows": rows, "intention": effects}
         write_card(model_dir, card)
         for name in ("report.md", "eval.png"):
             if (config.out_dir / name).exists():
                 shutil.copy(config.out_dir / name, model_dir / name)
-    return {"rows": rows, "users": len(splits), "report": str(report), "model_dir": str(model_dir or "")}
+    return {
+        "rows": rows,
+        "users": len(splits),
+        "report": str(report),
+        "model_dir": str(model_dir or ""),
+        "tie_order": ties,
+    }
+
+
+def intention_rows(
+    methods: Mapping[str, Callable[..., Sequence[float]]],
+    dataset: Dataset,
+    splits: Sequence[UserSplit],
+    catalog: Sequence[str],
+    language: str,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """``intention-<language>``: full ranking for every user whose held-out item has a
+    genre, with an intention for one of its genres in one of eight phrasings that name
+    neither the genre nor a title (model/intention_probes.py); ``intention-<language>:none``:
+    the same users and candidates without it. Only methods that read an intention."""
+    probes = {s.user_id: probe_intention(dataset, s, language, seed) for s in splits}
+    users = [s for s in splits if probes[s.user_id] is not None]
+    protocol = f"intention-{language}"
+    rows = []
+    for name, scorer in methods.items():
+        for with_intention in (True, False):
+            started = time.perf_counter()
+            ranks = []
+            for split in users:
+                probe = probes[split.user_id]
+                intention = probe[1] if probe is not None and with_intention else None
+                ranks.append(rank_of_first(scorer(split, candidates_for(split, "full", catalog, seed), intention)))
+            row = {
+                "method": name,
+                "protocol": protocol if with_intention else f"{protocol}:none",
+                **metrics_from_ranks(ranks).as_row(),
+                "seeds": 1,
+                "ndcg@10_std": None,
+                "ours": name == OURS,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            rows.append(row)
+            shown = {k: v for k, v in row.items() if k not in ("method", "protocol")}
+            print(f"eval {row['protocol']:5s} {name:26s} {shown}", flush=True)
+    return rows
+
+
+TIE_ORDER_PROTOCOLS = ("full", "1+99")
+
+
+def tie_order_rows(dataset: Dataset, catalog: Sequence[str], config: EvalConfig) -> list[dict[str, Any]]:
+    """The sensitivity bound of the split's tie order: the untrained baselines on the split
+    with same-timestamp interactions in file order (the protocol) and in item-id order,
+    which holds out the tied item with the highest id (low ids are the popular films).
+    Trained methods would have to be trained again per order and are not run."""
+    by_ties = {ties: leave_one_out(dataset, ties=ties) for ties in ("file", "item-id")}
+    moved = sum(a.test != b.test for a, b in zip(by_ties["file"], by_ties["item-id"], strict=True))
+    rows = []
+    for ties, everyone in by_ties.items():
+        splits = _sample(everyone, config.users, config.seed)
+        methods = {"popularity": popularity_scorer(everyone), "cooccurrence": cooccurrence_scorer(everyone)}
+        for protocol in (p for p in TIE_ORDER_PROTOCOLS if p in config.protocols):
+            for name, scorer in methods.items():
+                m = evaluate(scorer, splits, protocol, catalog, config.seed).as_row()
+                rows.append({"ties": ties, "method": name, "protocol": protocol, **m, "test_items_moved": moved})
+                print(f"tie order {ties:7s} {protocol:5s} {name:14s} ndcg@10 {m['ndcg@10']}", flush=True)
+    return rows
 
 
 def run_peers(dataset: Dataset, splits: Sequence[UserSplit], config: EvalConfig) -> dict[str, list[PeerRun]]:
@@ -325,11 +416,12 @@ def peer_row(
     catalog: Sequence[str],
     seed: int,
     hard: Mapping[str, Sequence[str]] | None = None,
+    tail: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """One row for a peer: each metric's mean over its seeds, and NDCG@10's standard
     deviation (population: the seeds are all there is)."""
     started = time.perf_counter()
-    per_seed = [evaluate(run.scorer(), splits, protocol, catalog, seed, hard).as_row() for run in runs]
+    per_seed = [evaluate(run.scorer(), splits, protocol, catalog, seed, hard, tail).as_row() for run in runs]
     keys = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "mrr")
     ndcgs = [m["ndcg@10"] for m in per_seed]
     mean = sum(ndcgs) / len(ndcgs)
@@ -487,6 +579,7 @@ def write_report(
     users: int,
     card: dict[str, Any] | None,
     retriever: str | None = None,
+    ties: list[dict[str, Any]] | None = None,
 ) -> Path:
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -496,15 +589,17 @@ def write_report(
         f"# Offline evaluation — ml-100k, leave-one-out, {users} users, seed {config.seed}",
         "",
         "Test item = each user's last interaction (ties by file order); candidates: every item with the "
-        "user's history masked (full), or the test item plus 99 / 19 / 9 sampled unseen items.",
+        "user's history masked (full), or the test item plus 99 / 19 / 9 sampled unseen items; "
+        f"{LONG_TAIL}: full ranking for the users whose test item is in the less popular half of the catalog "
+        "(at most the median number of training interactions). Users: the users each row ranks for.",
         "",
-        "| protocol | method | HR@1 | HR@5 | HR@10 | NDCG@5 | NDCG@10 | MRR |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| protocol | method | users | HR@1 | HR@5 | HR@10 | NDCG@5 | NDCG@10 | MRR |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in ranking:
         ndcg = f"{r['ndcg@10']:.3f}" + (f" ± {r['ndcg@10_std']:.3f}" if r.get("seeds", 1) > 1 else "")
         lines.append(
-            f"| {r['protocol']} | {r['method']}{' (ours)' if r['ours'] else ''} | {r['hr@1']:.3f} | "
+            f"| {r['protocol']} | {r['method']}{' (ours)' if r['ours'] else ''} | {r['users']} | {r['hr@1']:.3f} | "
             f"{r['hr@5']:.3f} | {r['hr@10']:.3f} | {r['ndcg@5']:.3f} | {ndcg} | {r['mrr']:.3f} |"
         )
     peers = {r["method"]: r["peer"] for r in ranking if "peer" in r}
@@ -534,6 +629,22 @@ def write_report(
             f"`{HARD}`: each user's nine negatives are the items {retriever} ranks highest among those "
             "the user never had (the converged peer best on validation NDCG@10), shared by every method.",
         ]
+    if ties:
+        lines += [
+            "",
+            f"Tie order, a sensitivity bound (not a protocol): ordering same-timestamp interactions by item id "
+            f"instead of file order gives {ties[0]['test_items_moved']} users another held-out item, the tied "
+            "one with the highest id (low ids are the popular films, so held-out items get less popular). "
+            "The untrained baselines on both splits:",
+            "",
+            "| method | protocol | NDCG@10, file order | NDCG@10, item-id order |",
+            "|---|---|---:|---:|",
+        ]
+        by_key = {(r["ties"], r["method"], r["protocol"]): r for r in ties}
+        for (order, method, protocol), r in by_key.items():
+            other = by_key.get(("item-id", method, protocol))
+            if order == "file" and other is not None:
+                lines.append(f"| {method} | {protocol} | {r['ndcg@10']:.3f} | {other['ndcg@10']:.3f} |")
     if card:
         t = card.get("training", {})
         steps = card.get("train_config", {}).get("steps")
@@ -590,11 +701,13 @@ def _ranking_plot(rows: list[dict[str, Any]], users: int, path: Path) -> bool:
         return False
     protocols = list(dict.fromkeys(r["protocol"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    fig, ax = plt.subplots(figsize=(11, 4))
+    fig, ax = plt.subplots(figsize=(max(11, 1.2 * len(protocols)), 4))
     width = 0.8 / len(methods)
     for n, method in enumerate(methods):
         values = [
-            next((r["ndcg@10"] for r in rows if r["method"] == method and r["protocol"] == p), 0.0) for p in protocols
+            # a method without a row on a protocol (peers on the intention ones) gets no bar
+            next((r["ndcg@10"] for r in rows if r["method"] == method and r["protocol"] == p), float("nan"))
+            for p in protocols
         ]
         ax.bar([x + n * width for x in range(len(protocols))], values, width, label=method)
     ax.set_xticks([x + width * (len(methods) - 1) / 2 for x in range(len(protocols))], protocols)
@@ -618,6 +731,7 @@ def print_eval(result: dict[str, Any]) -> None:
         "ndcg@5",
         "ndcg@10",
         "mrr",
+        "users",
         "seeds",
         "ndcg@10_std",
         "accuracy",

@@ -23,12 +23,14 @@ from typing import Any
 import orjson
 import pytest
 
-from instructrec.evaluate import OURS
+from instructrec.evaluate import GENRE_FILTER, OURS
 from instructrec.settings import REPO_ROOT, Settings
 from model.registry import read_card, resolve_model, write_card, write_latest
 from model.scorer import default_model_dir
 
 PROTOCOLS = ("full", "1+99", "1+9", "1+9-hard")
+INTENTION = ("intention-en", "intention-en:none")  # with the intention, then the same users without
+FOLLOWERS = (OURS, "minilm-zero-shot", GENRE_FILTER)  # the methods that read an intention
 RANKING = (
     "random",
     "popularity",
@@ -75,7 +77,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     report_dir = root / "report"
     command = [
         *(sys.executable, "-m", "instructrec", "eval"),
-        *("--users", str(USERS), "--protocols", ",".join(PROTOCOLS)),
+        *("--users", str(USERS), "--protocols", ",".join((*PROTOCOLS, "intention-en"))),
         *("--sasrec-epochs", "1", "--train-steps", str(TRAIN_STEPS), "--train-device", "cpu"),
         *("--calibration-users", "8", "--intention-users", "1", "--sentiment-epochs", "1"),
         *("--out", str(report_dir), "--models-root", str(models)),
@@ -102,8 +104,9 @@ def _eval_line(run: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_the_eval_line_carries_every_kind_of_row(run):
     rows = _eval_line(run)
-    ranking = [(p, m) for p in PROTOCOLS for m in RANKING]
+    ranking = [(p, m) for p in PROTOCOLS for m in RANKING] + [(p, m) for m in FOLLOWERS for p in INTENTION]
     assert [(r["protocol"], r["method"]) for r in rows] == [*ranking, *(("finance-headlines", m) for m in SENTIMENT)]
+    assert all(r["users"] == USERS for r in rows[: len(ranking)])  # every sampled item has a genre
     for r in rows[: len(ranking)]:
         assert all(0.0 <= r[k] <= 1.0 for k in ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "mrr")), r
         assert r["ours"] is (r["method"] == OURS)
@@ -123,7 +126,7 @@ def test_the_report_has_every_row_and_names_its_plot(run):
         for method in RANKING:
             (line,) = [x for x in text.splitlines() if x.startswith(f"| {protocol} | {method}")]
             cells = [c.strip().replace(".", "").split(" ± ") for c in line.split("|")]
-            assert len([c for c in cells if all(part.isdigit() for part in c)]) == 6, line
+            assert len([c for c in cells if all(part.isdigit() for part in c)]) == 7, line  # users + 6
             assert (" ± " in line) is (method == "recbole-bpr"), line  # NDCG@10 over its two seeds
     for method in SENTIMENT:
         (line,) = [x for x in text.splitlines() if x.startswith(f"| {method} |") or x.startswith(f"| {method} (ours)")]
