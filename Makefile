@@ -9,7 +9,7 @@ DURATION ?=
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration bench eval chaos venv data sentiment schemas lint clean peers-env
+.PHONY: run test unit integration bench eval chaos venv data model sentiment schemas lint clean peers-env
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,14 @@ venv: $(VENV)/.installed
 
 data: .data/ml-100k/ml-100k.inter
 
-# `make eval` saves a fine-tuned version under .data/models; once one exists, `make run`
-# serves it (INSTRUCTREC_MODEL_DIR set explicitly wins).
-TRAINED := $(if $(wildcard .data/models/LATEST),$(CURDIR)/.data/models)
+# The recommendation model `make run` serves: a fine-tuned version, trained once (~3 min on
+# 2 cores, with a progress bar) and kept under .data/models (instructrec/served.py);
+# `make eval` evaluates that same version. INSTRUCTREC_MODEL_DIR set explicitly wins
+# (e.g. the packaged MiniLM's directory for zero-shot).
+.data/models/LATEST: | $(VENV)/.installed .data/ml-100k/ml-100k.inter
+	$(PY) -m instructrec train --out .data/models
+
+model: .data/models/LATEST
 
 # The headline sentiment model the alerts need: trained once (~1.5 min on 2 cores), kept
 # under .data/models/sentiment. `make run ALERTS=0` runs without it (and without alerts).
@@ -37,8 +42,8 @@ ALERTS ?= 1
 
 sentiment: .data/models/sentiment/LATEST
 
-run: venv data $(if $(filter 1,$(ALERTS)),sentiment)
-	$(if $(INSTRUCTREC_MODEL_DIR),,$(if $(TRAINED),INSTRUCTREC_MODEL_DIR=$(TRAINED))) \
+run: venv data $(if $(filter 1,$(ALERTS)),sentiment) $(if $(INSTRUCTREC_MODEL_DIR),,model)
+	$(if $(INSTRUCTREC_MODEL_DIR),,INSTRUCTREC_MODEL_DIR=$(CURDIR)/.data/models) \
 	$(PY) -m instructrec run $(if $(DURATION),--duration $(DURATION)) $(if $(filter 1,$(ALERTS)),,--no-alerts) $(RUN_ARGS)
 
 test: venv data peers-env

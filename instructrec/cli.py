@@ -127,7 +127,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
             print(orjson.dumps(rec.model_dump(mode="json")).decode())
         else:
             print(f"instruction: {rec.instruction}")
-            print(format_result(rec, collector.latencies_ms.get(trigger.request_id), top=args.k))
+            print(format_result(rec, collector.latencies_ms.get(trigger.request_id), trigger.intention, top=args.k))
         return 0
     finally:
         collector.close()
@@ -273,11 +273,38 @@ def cmd_train_sentiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train the version `make run` serves (instructrec/served.py) under ``--out`` and
+    point LATEST at it; nothing to do when LATEST names one trained with this recipe
+    (``--force`` trains anew)."""
+    from pathlib import Path
+
+    from instructrec.logs import configure_logging
+    from instructrec.served import SERVED_STEPS, served_config, served_version, train_version
+    from model.data import fetch_ml100k, load_ml100k
+    from model.evaluation import leave_one_out
+
+    settings = _settings()
+    configure_logging(settings.log_format, "WARNING")
+    out = Path(args.out)
+    steps = SERVED_STEPS if args.steps is None else args.steps
+    recipe = served_config(steps, _train_layers(args.layers, args.device), args.seed, args.device, args.lr)
+    present = served_version(out, recipe)
+    if present is not None and not args.force:
+        print(f"model present: {present} (--force trains anew)")
+        return 0
+    dataset = load_ml100k(fetch_ml100k(settings.data_dir).parent)
+    path, card, _ = train_version(settings, dataset, leave_one_out(dataset), recipe, out, args.calibration_users)
+    print("train: " + orjson.dumps({"model_dir": str(path), "validation": card["validation"]}).decode())
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from instructrec.evaluate import EvalConfig, print_eval, run_eval
     from instructrec.logs import configure_logging
+    from instructrec.served import SERVED_STEPS
 
     settings = _settings()
     configure_logging(settings.log_format, "WARNING")
@@ -289,7 +316,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         with_sasrec=not args.no_sasrec,
         sasrec_epochs=args.sasrec_epochs,
         out_dir=Path(args.out),
-        train_steps=args.train_steps,
+        train_steps=SERVED_STEPS if args.train_steps is None else args.train_steps,
         train_layers=_train_layers(args.train_layers, args.train_device),
         train_device=args.train_device,
         train_lr=args.train_lr,
@@ -375,6 +402,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=".data/bench", help="report directory")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("train", help="train the version `make run` serves, once (instructrec/served.py)")
+    p.add_argument("--out", default=".data/models", help="models root (LATEST moves to the new version)")
+    p.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the served recipe's)")
+    p.add_argument(
+        "--layers", type=int, default=-1, help="top layers fine-tuned (0: all; default: all on CUDA, 2 on CPU)"
+    )
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda:N")
+    p.add_argument("--calibration-users", type=int, default=None, help="fusion fitted on a sample's validation items")
+    p.add_argument("--force", action="store_true", help="train even when LATEST names a version of this recipe")
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser(
         "train-sentiment", help="fine-tune the headline sentiment model the pools use for alerts (model/sentiment.py)"
     )
@@ -397,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sasrec", action="store_true", help="leave out SASRec (trained in the run)")
     p.add_argument("--sasrec-epochs", type=int, default=60)
     p.add_argument("--out", default=".data/eval", help="report directory")
-    p.add_argument("--train-steps", type=int, default=400, help="fine-tuning steps (0: no training)")
+    p.add_argument(
+        "--train-steps", type=int, default=None, help="fine-tuning steps (0: none; default: the served recipe's)"
+    )
     p.add_argument(
         "--train-layers",
         type=int,

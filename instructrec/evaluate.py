@@ -22,7 +22,6 @@ moves the top 10.
 from __future__ import annotations
 
 import dataclasses
-import random
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +42,17 @@ from instructrec.peers import (
 )
 from instructrec.plots import pyplot
 from instructrec.progress import progress
+from instructrec.served import (
+    SERVED_STEPS,
+    TextModel,
+    calibrate,
+    fused_scorer,
+    sample_users,
+    served_config,
+    served_version,
+    train_version,
+    trained_graph,
+)
 from instructrec.settings import Settings
 from model.data import Dataset, fetch_ml100k, load_ml100k
 from model.evaluation import (
@@ -62,18 +72,9 @@ from model.evaluation import (
     random_scorer,
     rank_of_first,
 )
-from model.features import FEATURE_LONG, collaborative_features, fuse, latest_distinct
 from model.intention_probes import probe_intention
-from model.recall import ItemGraph
-from model.registry import read_card, write_card, write_latest
-from model.train import (
-    TrainConfig,
-    finetune,
-    fit_fusion,
-    item_texts,
-    new_card,
-    save_model,
-)
+from model.registry import read_card, write_card
+from model.train import fit_fusion
 
 OURS = "instructrec (fine-tuned + co-occurrence)"
 GENRE_FILTER = "keyword genre filter + co-occurrence"
@@ -93,7 +94,7 @@ class EvalConfig:
     sasrec_epochs: int = 60
     history_in_instruction: int = 5
     out_dir: Path = Path(".data/eval")
-    train_steps: int = 400  # 0: no training (evaluate model_dir if given)
+    train_steps: int = SERVED_STEPS  # 0: no training (evaluate model_dir if given)
     train_layers: int | None = 2
     train_device: str = "auto"
     train_lr: float = 3e-4
@@ -107,72 +108,6 @@ class EvalConfig:
     peer_max_epochs: int | None = None  # cap on a peer's epochs (None: its CPU cap without CUDA, else early stopping)
     peer_gpu: bool | None = None  # train the peers on cuda:0 (None: when torch sees CUDA)
     peers_dir: Path = Path(".data/peers")
-
-
-class TextModel:
-    """A bi-encoder model directory as the pools serve it: the instruction the stream
-    worker builds (template chosen from the request id and seed) against each
-    candidate's catalog text; cosine similarity."""
-
-    def __init__(self, dataset: Dataset, settings: Settings, model_dir: Path | None, history: int, seed: int) -> None:
-        from model.device import choose_device, set_cpu_threads
-        from model.scorer import load_scorer
-
-        device = choose_device(settings.device)
-        if device.device.type == "cpu":
-            set_cpu_threads(settings.torch_threads)
-        self.scorer = load_scorer(model_dir, device, settings.max_seq_length)
-        self.texts = item_texts(dataset)
-        self.titles = {i: item.title for i, item in dataset.items.items()}
-        self.history = history
-        self.seed = seed
-
-    def instruction(self, split: UserSplit, intention: str | None = None) -> str:
-        from model.instructions import build_instruction
-
-        latest = latest_distinct(split.seen_before_test, self.history)
-        return build_instruction(
-            request_id=f"eval-{split.user_id}",
-            history_titles=[self.titles[i] for i in latest if i in self.titles],
-            intention=intention,
-            task="recommend",
-            seed=self.seed,
-        ).text
-
-    def score(self, split: UserSplit, candidates: Sequence[str], intention: str | None = None) -> list[float]:
-        pairs = [(i, self.texts[i]) for i in candidates]
-        return self.scorer.score_many([self.instruction(split, intention)], [pairs], [[]])[0].scores
-
-    def share_item_vectors(self, other: TextModel) -> bool:
-        """Use ``other``'s cached item vectors when both embed items with the same weights
-        and set-up (a trained version's frozen item side is a copy of the base model).
-        The encoder is batch-invariant, so the vectors are the same bits either way; the
-        catalog is embedded once per run instead of once per model."""
-        import torch
-
-        mine, theirs = self.scorer.item_encoder, other.scorer.item_encoder
-        setup = ("device", "max_length", "int8", "batch_invariant", "rows")
-        if not getattr(mine, "batch_invariant", False) or any(
-            getattr(mine, name, None) != getattr(theirs, name, None) for name in setup
-        ):
-            return False
-        a, b = mine.model.state_dict(), theirs.model.state_dict()
-        if a.keys() != b.keys() or not all(torch.equal(a[k], b[k]) for k in a):
-            return False
-        self.scorer.cache = other.scorer.cache
-        return True
-
-
-def fused_scorer(text: TextModel | None, graph: ItemGraph, weights: dict[str, float]) -> Scorer:
-    """What a pool serving a trained model directory computes: the fused score of the
-    transformer's similarity and the candidates' collaborative features."""
-
-    def score(split: UserSplit, candidates: Sequence[str], intention: str | None = None) -> list[float]:
-        collab = collaborative_features(graph, latest_distinct(split.seen_before_test, FEATURE_LONG), candidates)
-        sims = text.score(split, candidates, intention) if text is not None else [0.0] * len(candidates)
-        return fuse(weights, sims, collab)
-
-    return score
 
 
 def sasrec_scorer(dataset: Dataset, splits: Sequence[UserSplit], epochs: int, seed: int) -> Scorer:
@@ -195,10 +130,9 @@ def sasrec_scorer(dataset: Dataset, splits: Sequence[UserSplit], epochs: int, se
 def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
     dataset = load_ml100k(fetch_ml100k(settings.data_dir).parent)
     everyone = leave_one_out(dataset)
-    splits = _sample(everyone, config.users, config.seed)
+    splits = sample_users(everyone, config.users, config.seed)
     catalog = sorted(dataset.items)
-    graph = ItemGraph()
-    graph.rebuild(s.train for s in everyone)
+    graph = trained_graph(everyone)
     # Baselines learn from every user's training history, whichever users are evaluated.
     methods: dict[str, Scorer] = {
         "random": random_scorer(config.seed),
@@ -215,7 +149,16 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
     card: dict[str, Any] | None = None
     model_dir = config.model_dir
     if config.train_steps > 0 and model_dir is None:
-        model_dir, card = train_model(dataset, everyone, config)
+        recipe = served_config(
+            config.train_steps, config.train_layers, config.seed, config.train_device, config.train_lr
+        )
+        model_dir = served_version(config.models_root, recipe)
+        if model_dir is not None:
+            print(f"evaluating the version `make run` serves: {model_dir} (trained with this recipe)", flush=True)
+        else:
+            model_dir, card, ours = train_version(
+                settings, dataset, everyone, recipe, config.models_root, config.calibration_users, zero_shot
+            )
     # A directory without a card (a plain Hugging Face model, such as the packaged MiniLM)
     # is evaluated but never written to: a card there would give it fusion weights
     # wherever it is served.
@@ -224,26 +167,20 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
         card = card or read_card(model_dir)
         versioned = card is not None
         card = card or {}
-        ours = TextModel(dataset, settings, model_dir, hist, config.seed)
-        if zero_shot is not None and ours.share_item_vectors(zero_shot):
-            print("item vectors: the trained version's item encoder is the base model's; embedded once", flush=True)
-        calibration = _sample(everyone, config.calibration_users, f"{config.seed}:calibration")
+        if ours is None:
+            ours = TextModel(dataset, settings, model_dir, hist, config.seed)
+            if zero_shot is not None and ours.share_item_vectors(zero_shot):
+                print("item vectors: the version's item encoder is the base model's; embedded once", flush=True)
         if not card.get("fusion_calibrated"):
-            # Calibrate the three weights on the validation items, which neither the
-            # encoder nor the graph saw: a text side that learned little gets little weight.
-            card["fusion_trained"] = card.get("fusion")
-            card["fusion"] = fit_fusion(ours.score, graph, calibration, catalog)
-            card["fusion_calibrated"] = True
-            card["calibration_users"] = len(calibration)
+            calibrate(ours, card, graph, everyone, config.calibration_users, config.seed)
             if versioned:
                 write_card(model_dir, card)
         print(f"fusion weights: trained {card.get('fusion_trained')}, calibrated {card['fusion']}", flush=True)
+        calibration = sample_users(everyone, config.calibration_users, f"{config.seed}:calibration")
         no_text = fit_fusion(lambda _s, c: [0.0] * len(c), graph, calibration, catalog)
         methods["collaborative features only (no text)"] = fused_scorer(None, graph, no_text)
         methods["instructrec text only"] = ours.score
         methods[OURS] = fused_scorer(ours, graph, card["fusion"])
-        if versioned and model_dir.parent == config.models_root:
-            write_latest(config.models_root, model_dir.name)  # a complete version now
     peers = run_peers(dataset, everyone, config)
     tail = long_tail_items(everyone, catalog) if LONG_TAIL in config.protocols else None
     hard, retriever = None, None
@@ -366,7 +303,7 @@ def tie_order_rows(dataset: Dataset, catalog: Sequence[str], config: EvalConfig)
     moved = sum(a.test != b.test for a, b in zip(by_ties["file"], by_ties["item-id"], strict=True))
     rows = []
     for ties, everyone in by_ties.items():
-        splits = _sample(everyone, config.users, config.seed)
+        splits = sample_users(everyone, config.users, config.seed)
         methods = {"popularity": popularity_scorer(everyone), "cooccurrence": cooccurrence_scorer(everyone)}
         for protocol in (p for p in TIE_ORDER_PROTOCOLS if p in config.protocols):
             for name, scorer in methods.items():
@@ -439,13 +376,6 @@ def peer_row(
     }
 
 
-def _sample(splits: list[UserSplit], n: int | None, seed: int | str) -> list[UserSplit]:
-    """A seeded sample of ``n`` users, sorted by user id; all of them for None."""
-    if n is None or n >= len(splits):
-        return splits
-    return sorted(random.Random(seed).sample(splits, n), key=lambda s: s.user_id)
-
-
 def sentiment_rows(config: EvalConfig) -> list[dict[str, Any]]:
     """Financial headline sentiment on the held-out headlines: the fine-tuned model (ours,
     saved under ``<models_root>/sentiment``) and its two baselines."""
@@ -474,46 +404,6 @@ def sentiment_rows(config: EvalConfig) -> list[dict[str, Any]]:
         rows.append(row)
         print(f"eval sentiment {name:26s} accuracy {r['accuracy']:.4f} macro_f1 {r['macro_f1']:.4f}", flush=True)
     return rows
-
-
-def train_model(dataset: Dataset, splits: Sequence[UserSplit], config: EvalConfig) -> tuple[Path, dict[str, Any]]:
-    """Fine-tune and save a new version under ``config.models_root`` (LATEST moves to it
-    in ``run_eval`` once its fusion weights are calibrated)."""
-    from model.scorer import default_model_dir
-
-    base = default_model_dir()
-    train_config = TrainConfig(
-        steps=config.train_steps,
-        train_layers=config.train_layers,
-        seed=config.seed,
-        device=config.train_device,
-        lr=config.train_lr,
-    )
-    tuned = finetune(base, dataset, splits, train_config)
-    print(f"train: {tuned.summary}; fusion weights {tuned.fusion}", flush=True)
-    version = time.strftime("v%Y%m%d-%H%M%S") + f"-s{config.seed}"
-    card = new_card(version, base, train_config, tuned.summary, tuned.fusion)
-    out = save_model(tuned.encoder, base, config.models_root / version, card)
-    _loss_plot(tuned.losses, out / "loss.png")
-    del tuned
-    return out, card
-
-
-def _loss_plot(losses: Sequence[float], path: Path) -> None:
-    plt = pyplot()
-    if plt is None or not losses:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3))
-    window = 10
-    smooth = [sum(part) / len(part) for part in (losses[max(0, i - window + 1) : i + 1] for i in range(len(losses)))]
-    ax.plot(losses, alpha=0.3, label="step")
-    ax.plot(smooth, label=f"mean of {window}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("full-catalog softmax loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 PROBE_GENRES = ("Horror", "Comedy", "Romance", "Sci-Fi", "Documentary")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer
@@ -45,10 +45,24 @@ def stage_medians_ms(collector: ResultCollector, request_ids: list[str]) -> dict
     }
 
 
-def format_result(rec: Recommendation, latency_ms: float | None, top: int = 5) -> str:
-    items = "  ".join(f"{i.rank}. {i.title} ({i.score:.2f})" for i in rec.items[:top])
+def format_result(
+    rec: Recommendation,
+    latency_ms: float | None,
+    intention: str | None = None,
+    genres: Mapping[str, Sequence[str]] | None = None,
+    top: int = 5,
+) -> str:
+    """A result on two lines; with the trigger's intention, a third line shows it and
+    each item carries its genres (a reader sees whether the list follows it)."""
+
+    def tag(item_id: str) -> str:
+        names = (genres or {}).get(item_id, ())
+        return f" [{'/'.join(names)}]" if intention and names else ""
+
+    items = "  ".join(f"{i.rank}. {i.title}{tag(i.item_id)} ({i.score:.2f})" for i in rec.items[:top])
     lat = f" {latency_ms:.0f} ms" if latency_ms is not None else ""
-    return f"[{rec.user_id}] {rec.request_id}{lat}: {items}\n    why: {rec.explanation}"
+    asked = f"\n    asked for: “{intention}”" if intention else ""
+    return f"[{rec.user_id}] {rec.request_id}{lat}: {items}{asked}\n    why: {rec.explanation}"
 
 
 @dataclass

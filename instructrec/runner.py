@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from instructrec.replay import ReplayConfig, Replayer, catalog_records, plan
 from instructrec.results import ResultCollector, format_result, percentile, stage_medians_ms
 from instructrec.settings import Settings
 from instructrec.watchdog import RESTART_EXIT_CODE
-from schemas.records import DeadLetter, Trigger
+from schemas.records import DeadLetter, Recommendation, Trigger
 
 log = get_logger(__name__)
 
@@ -177,9 +178,13 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
             f"scoring pool http://{settings.health_host}:{settings.pool_health_port}/metrics; "
             f"readiness at /ready/ and /ready"
         )
-        printer = (
-            (lambda rec, lat: None) if options.quiet else (lambda rec, lat: print(format_result(rec, lat), flush=True))
-        )
+        intentions: dict[str, str] = {}  # request id -> the intention its trigger carried
+        genres = {i: item.genres for i, item in dataset.items.items()}
+
+        def printer(rec: Recommendation, lat: float | None) -> None:
+            if not options.quiet:
+                print(format_result(rec, lat, intentions.get(rec.request_id), genres), flush=True)
+
         collector = ResultCollector(settings, on_result=printer).start()
         stack.callback(collector.close)
         replayer = Replayer(settings)
@@ -200,6 +205,8 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
         measure_from = replay_started + options.warmup
 
         def on_trigger(t: Trigger) -> None:
+            if t.intention:
+                intentions[t.request_id] = t.intention
             sent.append(t.request_id)
             if time.monotonic() >= measure_from:
                 measured.append(t.request_id)
@@ -234,6 +241,8 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
             warmup_s=options.warmup,
             latencies_ms=lat,
             events_per_s=round(stats.events / replay_s, 1) if replay_s else None,
+            **served_versions(collector),
+            intention_genre_share=intention_genre_share(collector, intentions, genres),
             ready_s=round(ready_s, 1),
             replay_s=round(replay_s, 1),
             bootstrap=bootstrap,
@@ -243,6 +252,36 @@ def run_all(settings: Settings, options: RunOptions) -> dict[str, Any]:
     summary["duration_s"] = round(time.monotonic() - started, 1)
     signal.signal(signal.SIGINT, previous)
     return summary
+
+
+def served_versions(collector: ResultCollector) -> dict[str, Any]:
+    """``model_version``: the version that produced most of the run's results (a pool that
+    found a new one mid-run switches); ``model_versions``: results per version."""
+    counts = Counter(rec.model.version for rec in collector.results.values())
+    return {"model_version": counts.most_common(1)[0][0] if counts else None, "model_versions": dict(counts)}
+
+
+def intention_genre_share(
+    collector: ResultCollector, intentions: dict[str, str], genres: dict[str, tuple[str, ...]]
+) -> dict[str, list[float | int]]:
+    """Whether the lists follow the intentions sent: for each intention that names genres
+    (``model.evaluation.genres_named``), the share of recommended items of those genres in
+    the answers to triggers without an intention, in the answers to the triggers with it,
+    and how many answers that is."""
+    from model.evaluation import genres_named
+
+    def share(recs: list[Recommendation], wanted: set[str]) -> float:
+        items = [i.item_id for rec in recs for i in rec.items]
+        return round(sum(1 for i in items if wanted & set(genres.get(i, ()))) / max(1, len(items)), 3)
+
+    plain = [rec for rid, rec in collector.results.items() if rid not in intentions and not rec.cold_start]
+    out: dict[str, list[float | int]] = {}
+    for text in sorted(set(intentions.values())):
+        wanted = genres_named(text)
+        answered = [rec for rid, rec in collector.results.items() if intentions.get(rid) == text]
+        if wanted and answered:
+            out[text] = [share(plain, wanted), share(answered, wanted), len(answered)]
+    return out
 
 
 def sentiment_model(settings: Settings) -> Path | None:

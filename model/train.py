@@ -328,26 +328,32 @@ def item_texts(dataset: Dataset) -> dict[str, str]:
 # ----------------------------------------------------------------------------- fusion
 
 
-def fit_fusion(
+@dataclass
+class FusionRows:
+    """Each validation user's features over the full ranking: row 0 the validation item,
+    then every item outside the training history (``valid`` marks the real entries)."""
+
+    feats: torch.Tensor  # (users, width, len(FEATURES))
+    valid: torch.Tensor  # (users, width) bool
+
+
+def fusion_rows(
     text_score: Callable[[UserSplit, Sequence[str]], Sequence[float]],
     graph: ItemGraph,
     splits: Sequence[UserSplit],
     catalog: Sequence[str],
-    steps: int = 300,
-) -> dict[str, float]:
-    """Fit the weights of ``FEATURES`` by softmax cross-entropy of each user's
-    *validation* item against every item the user has not seen (the full-ranking
-    objective). Features come from the training-only graph and the user's training
-    history, as at test time they come from the graph and everything before the test
-    item."""
+) -> FusionRows:
+    """Score as if the validation item were the one to predict: the history is the
+    training part, features come from the training-only graph, and the candidates are the
+    ``full`` protocol's (``model.evaluation.candidates_for``), the validation item first."""
+    from model.evaluation import candidates_for
+
     rows: list[torch.Tensor] = []
     for split in splits:
         if not split.train:
             continue
-        seen = set(split.train) | {split.valid, split.test}
-        candidates = [split.valid, *(i for i in catalog if i not in seen)]
-        # Score as if the validation item were the one to predict: history = train only.
         as_valid = UserSplit(split.user_id, split.train[:-1], split.train[-1], split.valid)
+        candidates = candidates_for(as_valid, "full", catalog, 0)
         text = text_score(as_valid, candidates)
         collab = collaborative_features(graph, latest_distinct(split.train, FEATURE_LONG), candidates)
         rows.append(torch.tensor([[t, *c] for t, c in zip(text, collab, strict=True)], dtype=torch.float32))
@@ -357,16 +363,44 @@ def fit_fusion(
     for n, r in enumerate(rows):
         feats[n, : r.shape[0]] = r
         valid[n, : r.shape[0]] = True
+    return FusionRows(feats, valid)
+
+
+def fit_weights(rows: FusionRows, steps: int = 300) -> dict[str, float]:
+    """The weights of ``FEATURES`` by softmax cross-entropy of each validation item
+    against every candidate (the full-ranking objective)."""
     w = torch.tensor([10.0, 1.0, 0.5, 0.1], requires_grad=True)
     optimizer = torch.optim.Adam([w], lr=0.05)
-    target = torch.zeros(len(rows), dtype=torch.long)
+    target = torch.zeros(rows.feats.shape[0], dtype=torch.long)
     for _ in range(steps):
-        logits = (feats @ w).masked_fill(~valid, float("-inf"))
+        logits = (rows.feats @ w).masked_fill(~rows.valid, float("-inf"))
         loss = torch.nn.functional.cross_entropy(logits, target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     return {name: round(float(v), 4) for name, v in zip(FEATURES, w.detach(), strict=True)}
+
+
+def ranks_under(rows: FusionRows, weights: dict[str, float]) -> list[int]:
+    """Each validation item's 0-based rank under the fused score ``weights`` give (ties
+    count against it, as ``model.evaluation.rank_of_first``); the weights are rounded as
+    a card stores them, so this is the served score."""
+    w = torch.tensor([weights[name] for name in FEATURES], dtype=torch.float32)
+    scores = rows.feats @ w
+    above = (scores[:, 1:] >= scores[:, :1]) & rows.valid[:, 1:]
+    return [int(n) for n in above.sum(dim=1)]
+
+
+def fit_fusion(
+    text_score: Callable[[UserSplit, Sequence[str]], Sequence[float]],
+    graph: ItemGraph,
+    splits: Sequence[UserSplit],
+    catalog: Sequence[str],
+    steps: int = 300,
+) -> dict[str, float]:
+    """Fit the weights of ``FEATURES`` on the users' *validation* items (``fusion_rows``,
+    ``fit_weights``)."""
+    return fit_weights(fusion_rows(text_score, graph, splits, catalog), steps)
 
 
 # ----------------------------------------------------------------------------- saving

@@ -86,7 +86,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # One torch thread for the text models: the batch-invariant encoder runs one text per
     # forward pass on CPU, and two threads per tiny pass were 13x slower on a busy 2-core
     # machine (5 s against 69 s for 200 item texts).
-    env = {**os.environ, "INSTRUCTREC_TORCH_THREADS": "1"}
+    env = {**os.environ, "INSTRUCTREC_TORCH_THREADS": "1", "INSTRUCTREC_STATE_DIR": str(root / "state")}
     started = time.monotonic()
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=840, env=env)
     seconds = time.monotonic() - started
@@ -172,12 +172,16 @@ def test_make_run_then_serves_the_new_versions(run):
     assert choice.version != "v-earlier" and (models / "v-earlier" / "config.json").exists()
     card = read_card(choice.path)
     assert card is not None and card["fusion_calibrated"] and card["calibration_users"] == 8
+    # its validation figures, beside co-occurrence's, on the same 8 users' validation items
+    assert card["validation"]["version"]["users"] == card["validation"]["cooccurrence"]["users"] == 8
     assert [(r["protocol"], r["method"]) for r in card["eval"]["rows"]] == [
         (r["protocol"], r["method"]) for r in _eval_line(run)
     ]
     for name in ("report.md", "eval.png", "loss.png", "item_encoder/config.json"):
         assert (choice.path / name).stat().st_size > 0, name
     scorer = load_scorer(choice.path, choose_device("cpu"))
+    # the catalog's vectors from the calibration wait where a pool serving it looks
+    assert scorer.attach_store(run["root"] / "state" / "item-embeddings", choice.version) == 1682
     (scored,) = scorer.score_many(["The user recently watched Star Wars."], [[("50", "Star Wars (1977)")]], [[]])
     assert len(scored.scores) == 1
 
@@ -188,3 +192,18 @@ def test_make_run_then_serves_the_new_versions(run):
     assert json.loads((served / "sentiment.json").read_text())["training"]["history"][-1]["epoch"] == 1
     ((label, score, _),) = load_sentiment(served).predict(["Acme shares plunge after profit warning"])
     assert label in LABELS and -1.0 <= score <= 1.0
+
+
+def test_make_run_finds_the_version_eval_trained_and_trains_no_other(run):
+    """`make run`'s ``instructrec train`` with the recipe the eval used: LATEST already
+    names a calibrated version of it, so nothing is trained and LATEST stays."""
+    models: Path = run["models"]
+    before = (models / "LATEST").read_text()
+    command = [
+        *(sys.executable, "-m", "instructrec", "train", "--out", str(models)),
+        *("--steps", str(TRAIN_STEPS), "--device", "cpu", "--calibration-users", "8"),
+    ]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(f"model present: {models / before.strip()}"), proc.stdout
+    assert (models / "LATEST").read_text() == before
