@@ -236,7 +236,9 @@ def run_eval(settings: Settings, config: EvalConfig) -> dict[str, Any]:
             effects += intention_effect("minilm-zero-shot", zero_shot.score, dataset, probe, catalog, splits)
     source = f"{retriever.spec.name} (seed {retriever.seed})" if retriever else None
     ties = tie_order_rows(dataset, catalog, config)
-    report = write_report(rows, effects, config, len(splits), card, source, ties)
+    latest = config.models_root / "LATEST"
+    served = card is not None and latest.exists() and latest.read_text().strip() == card.get("version")
+    report = write_report(rows, effects, config, len(splits), card, source, ties, served)
     if model_dir is not None and card is not None and versioned:
         card["eval"] = {"users": len(splits), "seed": config.seed, "rows": rows, "intention": effects}
         write_card(model_dir, card)
@@ -470,6 +472,7 @@ def write_report(
     card: dict[str, Any] | None,
     retriever: str | None = None,
     ties: list[dict[str, Any]] | None = None,
+    served: bool = False,
 ) -> Path:
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -546,6 +549,15 @@ def write_report(
             f"{t.get('loss_first20')} -> {t.get('loss_last20')}); fusion weights {card.get('fusion')}"
             + (f", calibrated on the validation items of {calibrated} users." if calibrated else "."),
         ]
+        if served:
+            lines.append(f"It is the version `make run` serves ({config.models_root}/LATEST names it).")
+        validation = card.get("validation")
+        if validation:
+            v, c = validation["version"], validation["cooccurrence"]
+            lines.append(
+                f"Its validation figures (full ranking of {v['users']} users' validation items): NDCG@10 "
+                f"{v['ndcg@10']:.4f}, HR@10 {v['hr@10']:.4f}; co-occurrence {c['ndcg@10']:.4f}, {c['hr@10']:.4f}."
+            )
     if sentiment:
         lines += [
             "",

@@ -133,6 +133,7 @@ def test_the_report_has_every_row_and_names_its_plot(run):
         assert line.count("[") == 4, line  # the confusion matrix, 3 x 3
     assert "90 held-out headlines" in text
     assert f"fine-tuned {TRAIN_STEPS} steps" in text and "calibrated on the validation items of 8 users" in text
+    assert "It is the version `make run` serves" in text and "validation items): NDCG@10 " in text
     for method in (OURS, "minilm-zero-shot"):
         assert sum(x.startswith(f"| {method} | ") for x in text.splitlines()) == 5  # the intention probe's genres
     assert "](eval.png)" in text
