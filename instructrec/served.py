@@ -171,6 +171,26 @@ def validation_figures(
     return {name: evaluate(scorer, shifted, "full", catalog).as_row() for name, scorer in methods.items()}
 
 
+def keep_item_vectors(model: TextModel, root: Path, version: str) -> int:
+    """Embed the catalog (or take the vectors shared with the zero-shot model) and write
+    them where a pool serving ``version`` looks (``model/item_store.py``): it then starts
+    warm instead of embedding the catalog first. Returns how many were written."""
+    from model.scorer import text_digest
+
+    scorer = model.scorer
+    scorer.attach_store(root, version)
+    there = set(scorer.stored)
+    pairs = [(i, model.texts[i]) for i in sorted(model.texts)]
+    vectors = scorer.item_vectors(pairs)
+    fresh = {text_digest(t, 16): v for (_, t), v in zip(pairs, vectors, strict=True)}
+    fresh = {d: v for d, v in fresh.items() if d not in there}
+    scorer.unsaved.clear()  # written here, all at once
+    if scorer.store is not None:
+        scorer.store.save(fresh)
+    scorer.stored.update(fresh)
+    return len(fresh)
+
+
 def train_version(
     settings: Settings,
     dataset: Dataset,
@@ -193,14 +213,11 @@ def train_version(
     loss_plot(tuned.losses, out / "loss.png")
     del tuned
     ours = TextModel(dataset, settings, out, HISTORY, config.seed)
-    if zero_shot is None or not ours.share_item_vectors(zero_shot):
-        # the catalog's vectors, embedded here for the calibration, go where the pools
-        # look for them (model/item_store.py): a pool serving this version starts warm
-        ours.scorer.attach_store(settings.state_dir / "item-embeddings", version)
-        ours.scorer.item_vectors([(i, ours.texts[i]) for i in sorted(ours.texts)])
+    if zero_shot is not None:
+        ours.share_item_vectors(zero_shot)
+    keep_item_vectors(ours, settings.state_dir / "item-embeddings", version)
     graph = trained_graph(splits)
     ranks = calibrate(ours, card, graph, splits, calibration_users, config.seed)
-    ours.scorer.save_store()
     print(f"train: fusion weights calibrated on {card['calibration_users']} validation items: {card['fusion']}")
     figures = {
         "version": metrics_from_ranks(ranks).as_row(),

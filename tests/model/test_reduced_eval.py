@@ -37,7 +37,7 @@ def result(tmp_path_factory):
     )
     # One torch thread for the encoder's one-text passes (batch-invariant shapes): two
     # threads per tiny pass were many times slower on a busy 2-core machine.
-    return run_eval(Settings(torch_threads=1), config), config
+    return run_eval(Settings(torch_threads=1, state_dir=out / "state"), config), config
 
 
 def _row(result, method):

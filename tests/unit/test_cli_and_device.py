@@ -16,6 +16,7 @@ COMMANDS = [
     "trigger",
     "tail",
     "create-topics",
+    "train",
     "train-sentiment",
     "broker",
     "bench",

@@ -3,6 +3,8 @@ sums up about it (instructrec/runner.py, instructrec/results.py); no broker, no 
 
 from dataclasses import asdict, replace
 
+import torch
+
 from instructrec.results import ResultCollector, format_result
 from instructrec.runner import intention_genre_share, served_versions
 from instructrec.served import served_config, served_version, validation_figures
@@ -116,3 +118,30 @@ def test_fused_validation_ranks_count_ties_against_the_item_and_ignore_padding()
     assert ranks_under(rows, {"text": 0.0, "cooc": 1.0, "cooc_long": 0.0, "pop": 0.0}) == [3, 0]
     weights = fit_weights(rows, steps=200)
     assert set(weights) == {"text", "cooc", "cooc_long", "pop"} and weights["cooc"] > 1.0  # cooc finds user 2's item
+
+
+class _Texts:
+    """A TextModel's parts keep_item_vectors uses, over the packaged MiniLM."""
+
+    def __init__(self, texts):
+        from model.device import choose_device
+        from model.scorer import load_scorer
+
+        self.scorer = load_scorer(None, choose_device("cpu"), 32)
+        self.texts = texts
+
+
+def test_the_catalog_vectors_are_written_once_where_a_pool_of_that_version_loads_them(tmp_path):
+    from instructrec.served import keep_item_vectors
+    from model.device import choose_device
+    from model.scorer import load_scorer
+
+    texts = {"1": "Toy Story (1995). Animation", "2": "Heat (1995). Action, Crime", "3": "Fargo (1996). Crime"}
+    model = _Texts(texts)
+    assert keep_item_vectors(model, tmp_path, "v1") == 3
+    assert keep_item_vectors(_Texts(texts), tmp_path, "v1") == 0  # all there already
+    pool = load_scorer(None, choose_device("cpu"), 32)  # as a pool loads the version
+    assert pool.attach_store(tmp_path, "v2") == 0 and pool.attach_store(tmp_path, "v1") == 3
+    assert pool.missing([(i, t) for i, t in texts.items()]) == []
+    (v,) = pool.item_vectors([("2", texts["2"])])
+    assert torch.equal(v, model.scorer.item_vectors([("2", texts["2"])])[0])
