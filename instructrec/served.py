@@ -175,20 +175,8 @@ def keep_item_vectors(model: TextModel, root: Path, version: str) -> int:
     """Embed the catalog (or take the vectors shared with the zero-shot model) and write
     them where a pool serving ``version`` looks (``model/item_store.py``): it then starts
     warm instead of embedding the catalog first. Returns how many were written."""
-    from model.scorer import text_digest
-
-    scorer = model.scorer
-    scorer.attach_store(root, version)
-    there = set(scorer.stored)
-    pairs = [(i, model.texts[i]) for i in sorted(model.texts)]
-    vectors = scorer.item_vectors(pairs)
-    fresh = {text_digest(t, 16): v for (_, t), v in zip(pairs, vectors, strict=True)}
-    fresh = {d: v for d, v in fresh.items() if d not in there}
-    scorer.unsaved.clear()  # written here, all at once
-    if scorer.store is not None:
-        scorer.store.save(fresh)
-    scorer.stored.update(fresh)
-    return len(fresh)
+    model.scorer.attach_store(root, version)
+    return model.scorer.store_all([(i, model.texts[i]) for i in sorted(model.texts)])
 
 
 def train_version(

@@ -216,6 +216,21 @@ class BiEncoderScorer:
         self.store.save(fresh)
         return len(fresh)
 
+    def store_all(self, items: Sequence[tuple[str, str]]) -> int:
+        """Put every (item_id, text) pair's vector in the attached store, those taken from
+        the in-memory cache (e.g. shared with another scorer) included; returns how many
+        were written. A pool that loads the store then embeds none of them."""
+        if self.store is None:
+            raise RuntimeError("store_all needs attach_store first")
+        there = set(self.stored)
+        vectors = self.item_vectors(items)
+        fresh = {text_digest(t, 16): v for (_, t), v in zip(items, vectors, strict=True)}
+        fresh = {d: v for d, v in fresh.items() if d not in there}
+        self.unsaved = {d: v for d, v in self.unsaved.items() if d not in fresh}
+        self.store.save(fresh)
+        self.stored.update(fresh)
+        return len(fresh)
+
     def missing(self, items: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """The (item_id, text) pairs whose vector is neither cached nor stored."""
         return [(i, t) for i, t in items if self.cache.peek(i, t) is None and text_digest(t, 16) not in self.stored]
